@@ -1,0 +1,197 @@
+//! Address classification for the SSRF guard.
+//!
+//! Decides, for one IP address, whether the downloader may connect to it. It is pure and has no
+//! idea where addresses come from: the resolver and the URL check in `assets/mod.rs` call it
+//! for every address a host name resolves to and for every IP literal, on every redirect hop.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Why an address is off limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockedRange {
+    Loopback,
+    Private,
+    LinkLocal,
+    CloudMetadata,
+    SharedAddressSpace,
+    Multicast,
+    Unspecified,
+    Broadcast,
+    Reserved,
+}
+
+impl BlockedRange {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Loopback => "a loopback address",
+            Self::Private => "a private-network address",
+            Self::LinkLocal => "a link-local address",
+            Self::CloudMetadata => "a cloud metadata address",
+            Self::SharedAddressSpace => "a carrier-grade NAT (100.64.0.0/10) address",
+            Self::Multicast => "a multicast address",
+            Self::Unspecified => "an unspecified address",
+            Self::Broadcast => "the broadcast address",
+            Self::Reserved => "a reserved address",
+        }
+    }
+}
+
+/// Returns the reason an address must not be contacted, or `None` for a public address.
+pub fn classify(addr: IpAddr) -> Option<BlockedRange> {
+    match addr {
+        IpAddr::V4(v4) => classify_v4(v4),
+        IpAddr::V6(v6) => classify_v6(v6),
+    }
+}
+
+fn classify_v4(addr: Ipv4Addr) -> Option<BlockedRange> {
+    let [a, b, c, d] = addr.octets();
+    let range = match (a, b, c, d) {
+        // Metadata endpoints first, so they get their own, more alarming label.
+        (169, 254, 169, 254) | (100, 100, 100, 200) => BlockedRange::CloudMetadata,
+        (0, ..) => BlockedRange::Unspecified,
+        (127, ..) => BlockedRange::Loopback,
+        (10, ..) | (192, 168, ..) => BlockedRange::Private,
+        (172, 16..=31, ..) => BlockedRange::Private,
+        (169, 254, ..) => BlockedRange::LinkLocal,
+        (100, 64..=127, ..) => BlockedRange::SharedAddressSpace,
+        (255, 255, 255, 255) => BlockedRange::Broadcast,
+        (224..=239, ..) => BlockedRange::Multicast,
+        // 192.0.0.0/24 (IETF protocol assignments), 198.18.0.0/15 (benchmarking),
+        // the documentation ranges and 240.0.0.0/4 (future use).
+        (192, 0, 0, _)
+        | (198, 18..=19, ..)
+        | (192, 0, 2, _)
+        | (198, 51, 100, _)
+        | (203, 0, 113, _)
+        | (240..=255, ..) => BlockedRange::Reserved,
+        _ => return None,
+    };
+    Some(range)
+}
+
+fn classify_v6(addr: Ipv6Addr) -> Option<BlockedRange> {
+    if addr.is_unspecified() {
+        return Some(BlockedRange::Unspecified);
+    }
+    if addr.is_loopback() {
+        return Some(BlockedRange::Loopback);
+    }
+    // Addresses that embed an IPv4 address are judged by the address they reach.
+    if let Some(v4) = embedded_v4(addr) {
+        return classify_v4(v4);
+    }
+    let segments = addr.segments();
+    let first = segments[0];
+    let range = if addr == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254) {
+        BlockedRange::CloudMetadata
+    } else if first & 0xfe00 == 0xfc00 {
+        BlockedRange::Private
+    } else if first & 0xffc0 == 0xfe80 || first & 0xffc0 == 0xfec0 {
+        // fe80::/10 link-local and the deprecated fec0::/10 site-local.
+        BlockedRange::LinkLocal
+    } else if first & 0xff00 == 0xff00 {
+        BlockedRange::Multicast
+    } else if first == 0x2001 && segments[1] == 0x0db8 || first == 0x0100 && segments[1..4] == [0, 0, 0] {
+        // Documentation (2001:db8::/32) and discard-only (100::/64) prefixes.
+        BlockedRange::Reserved
+    } else {
+        return None;
+    };
+    Some(range)
+}
+
+/// The IPv4 address carried by IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
+/// NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:aabb:ccdd::`) addresses.
+fn embedded_v4(addr: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = addr.segments();
+    let tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] => Some(tail()),
+        [0x0064, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail()),
+        [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(url: &str) -> IpAddr {
+        match url::Url::parse(url).expect("valid URL").host() {
+            Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+            Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+            other => panic!("{url} did not parse to an IP literal: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classification_table() {
+        let table: &[(&str, Option<BlockedRange>)] = &[
+            ("127.0.0.1", Some(BlockedRange::Loopback)),
+            ("127.255.1.2", Some(BlockedRange::Loopback)),
+            ("10.1.2.3", Some(BlockedRange::Private)),
+            ("172.16.0.1", Some(BlockedRange::Private)),
+            ("172.31.255.255", Some(BlockedRange::Private)),
+            ("172.32.0.1", None),
+            ("192.168.1.1", Some(BlockedRange::Private)),
+            ("169.254.169.254", Some(BlockedRange::CloudMetadata)),
+            ("169.254.10.1", Some(BlockedRange::LinkLocal)),
+            ("100.64.0.1", Some(BlockedRange::SharedAddressSpace)),
+            ("100.127.255.254", Some(BlockedRange::SharedAddressSpace)),
+            ("100.128.0.1", None),
+            ("100.100.100.200", Some(BlockedRange::CloudMetadata)),
+            ("224.0.0.1", Some(BlockedRange::Multicast)),
+            ("0.0.0.0", Some(BlockedRange::Unspecified)),
+            ("255.255.255.255", Some(BlockedRange::Broadcast)),
+            ("240.0.0.1", Some(BlockedRange::Reserved)),
+            ("8.8.8.8", None),
+            ("93.184.216.34", None),
+            ("::1", Some(BlockedRange::Loopback)),
+            ("::", Some(BlockedRange::Unspecified)),
+            ("fc00::1", Some(BlockedRange::Private)),
+            ("fd12:3456::1", Some(BlockedRange::Private)),
+            ("fd00:ec2::254", Some(BlockedRange::CloudMetadata)),
+            ("fe80::1", Some(BlockedRange::LinkLocal)),
+            ("ff02::1", Some(BlockedRange::Multicast)),
+            ("::ffff:127.0.0.1", Some(BlockedRange::Loopback)),
+            ("::ffff:169.254.169.254", Some(BlockedRange::CloudMetadata)),
+            ("::ffff:10.0.0.1", Some(BlockedRange::Private)),
+            ("::ffff:8.8.8.8", None),
+            ("::127.0.0.1", Some(BlockedRange::Loopback)),
+            ("64:ff9b::10.0.0.1", Some(BlockedRange::Private)),
+            ("2002:c0a8:0101::1", Some(BlockedRange::Private)),
+            ("2001:db8::1", Some(BlockedRange::Reserved)),
+            ("2606:4700:4700::1111", None),
+        ];
+        for (text, expected) in table {
+            let addr: IpAddr = text.parse().expect("valid address");
+            assert_eq!(classify(addr), *expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn alternative_ipv4_spellings_are_normalised_before_classification() {
+        for url in [
+            "http://2130706433/",      // decimal
+            "http://0x7f000001/",      // hex
+            "http://0x7f.0.0.1/",      // hex octet
+            "http://0177.0.0.1/",      // octal octet
+            "http://017700000001/",    // octal whole
+            "http://127.1/",           // short form
+            "http://[::ffff:7f00:1]/", // mapped, hex
+            "http://[0:0:0:0:0:ffff:127.0.0.1]/",
+        ] {
+            assert_eq!(classify(host_of(url)), Some(BlockedRange::Loopback), "{url}");
+        }
+        assert_eq!(
+            classify(host_of("http://0xa9fea9fe/")),
+            Some(BlockedRange::CloudMetadata)
+        );
+        assert_eq!(
+            classify(host_of("http://2852039166/")),
+            Some(BlockedRange::CloudMetadata)
+        );
+    }
+}

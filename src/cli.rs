@@ -1,0 +1,233 @@
+//! The command-line interface: argument parsing and the `render` command's terminal output.
+//!
+//! `render` turns flags or a job file into the same [`RenderRequest`] the queue worker parses,
+//! runs the same [`Pipeline`], and prints either a human summary or exactly one JSON object.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{self, Mode};
+use crate::config::Config;
+use crate::job::{JobPayload, RenderOptionsPayload, RenderRequest};
+use crate::pipeline::{Disposition, Progress, RenderError, RenderOutput, Silent, Step};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "design-render",
+    version,
+    about = "Render design textures from a base image, a mask and a prompt"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render one design now, without any queue (local files or http(s) URLs).
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// A job file in the queue's JSON payload format (instead of the flags below).
+    #[arg(long, conflicts_with_all = ["base", "mask", "prompt", "design_id", "tenant_id", "size", "quality", "normal_map", "roughness_map"])]
+    pub job: Option<PathBuf>,
+    /// Base texture: a local path, a file:// URL or an http(s) URL.
+    #[arg(long, required_unless_present = "job")]
+    pub base: Option<String>,
+    /// Mask (white = regenerate, black = keep); without it the whole image may change.
+    #[arg(long)]
+    pub mask: Option<String>,
+    /// What to render into the masked area.
+    #[arg(long, required_unless_present = "job")]
+    pub prompt: Option<String>,
+    /// Design id (default: `local-<timestamp>`).
+    #[arg(long)]
+    pub design_id: Option<String>,
+    /// Tenant id.
+    #[arg(long, default_value = "local")]
+    pub tenant_id: String,
+    /// High-resolution output size, WxH with sides 64..=4096.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// standard, hd, low, medium, high or auto.
+    #[arg(long)]
+    pub quality: Option<String>,
+    /// Also produce a tangent-space normal map.
+    #[arg(long)]
+    pub normal_map: bool,
+    /// Also produce a roughness map.
+    #[arg(long)]
+    pub roughness_map: bool,
+    /// Print exactly one JSON object on stdout instead of the human summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a command ended, mapped to the process exit code by `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// Bad input or a refusal: running it again will fail the same way (exit 1).
+    Failed,
+    /// A temporary failure: running it again later may succeed (exit 75, EX_TEMPFAIL).
+    TryLater,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failed => 1,
+            Self::TryLater => 75,
+        }
+    }
+}
+
+/// Runs a parsed command. Errors are printed here, as one line on stderr.
+pub async fn run(cli: Cli, config: Config) -> Outcome {
+    match cli.command {
+        Command::Render(args) => render(args, config).await,
+    }
+}
+
+async fn render(args: RenderArgs, config: Config) -> Outcome {
+    let json = args.json;
+    let request = match request_from_args(args) {
+        Ok(request) => request,
+        Err(message) => return fail(&message, Outcome::Failed),
+    };
+    let pipeline = match app::build_pipeline(&config, Mode::OneShot).await {
+        Ok(pipeline) => pipeline,
+        Err(error) => return fail(&format!("{error:#}"), Outcome::TryLater),
+    };
+    let terminal = !json && std::io::stderr().is_terminal();
+    let progress: Box<dyn Progress> = if terminal {
+        Box::new(TerminalProgress)
+    } else {
+        Box::new(Silent)
+    };
+    match pipeline.run(&request, progress.as_ref()).await {
+        Ok(output) => {
+            if json {
+                print_json(&output)
+            } else {
+                print_summary(&output);
+                Outcome::Success
+            }
+        }
+        Err(error) => {
+            // The one-shot command has no further attempts, so the failure is final.
+            // A store error means the row could not be written in the first place.
+            if !matches!(error, RenderError::Store(_))
+                && let Err(store_error) = pipeline.record_failure(&request, &error).await
+            {
+                tracing::warn!(error = %store_error, "could not record the failure on the design row");
+            }
+            let outcome = match error.disposition() {
+                Disposition::Abort => Outcome::Failed,
+                Disposition::Retry => Outcome::TryLater,
+            };
+            fail(&format!("{error} [{}]", error.code()), outcome)
+        }
+    }
+}
+
+fn request_from_args(args: RenderArgs) -> Result<RenderRequest, String> {
+    if let Some(path) = args.job {
+        let text = std::fs::read(&path).map_err(|e| format!("cannot read job file {}: {e}", path.display()))?;
+        return RenderRequest::from_json(&text).map_err(|e| e.to_string());
+    }
+    let design_id = args
+        .design_id
+        .unwrap_or_else(|| format!("local-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")));
+    let payload = JobPayload {
+        design_id,
+        prompt: args.prompt.unwrap_or_default(),
+        base_texture_url: args.base.unwrap_or_default(),
+        mask_url: args.mask,
+        tenant_id: args.tenant_id,
+        user_id: None,
+        render_options: RenderOptionsPayload {
+            generate_normal_map: Some(args.normal_map),
+            generate_roughness_map: Some(args.roughness_map),
+            quality: args.quality,
+            size: args.size,
+        },
+    };
+    RenderRequest::parse(payload).map_err(|e| e.to_string())
+}
+
+fn fail(message: &str, outcome: Outcome) -> Outcome {
+    // One line, whatever the message contains.
+    let line = message.replace(['\n', '\r'], " ");
+    let _ = writeln!(std::io::stderr(), "error: {line}");
+    outcome
+}
+
+fn print_json(output: &RenderOutput) -> Outcome {
+    match serde_json::to_string(output) {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            if writeln!(stdout, "{text}").is_err() {
+                return Outcome::Failed;
+            }
+            Outcome::Success
+        }
+        Err(error) => fail(&format!("cannot serialise the result: {error}"), Outcome::Failed),
+    }
+}
+
+fn print_summary(output: &RenderOutput) {
+    let metadata = &output.metadata;
+    let mut lines = vec![
+        format!("Rendered design {} ({})", output.design_id, output.status),
+        format!("  composite  {}", output.composite_texture_url),
+        format!("  high-res   {}", output.high_res_url),
+        format!("  preview    {}", output.preview_url),
+    ];
+    for (label, key) in [("normal map", "normalMapUrl"), ("roughness ", "roughnessMapUrl")] {
+        if let Some(url) = metadata.get(key).and_then(|v| v.as_str()) {
+            lines.push(format!("  {label} {url}"));
+        }
+    }
+    let provider = metadata.get("provider").and_then(|v| v.as_str()).unwrap_or("unknown");
+    let prompt_note = if metadata.get("promptUsed").and_then(serde_json::Value::as_bool) == Some(false) {
+        " (content-aware fill; the prompt is not used)"
+    } else {
+        ""
+    };
+    lines.push(format!("  provider   {provider}{prompt_note}"));
+    lines.push(format!(
+        "  cost       {} tokens, {} cents",
+        output.cost_tokens, output.cost_cents
+    ));
+    if let Some(total) = metadata.pointer("/timings/totalMs") {
+        lines.push(format!("  time       {total} ms"));
+    }
+    let mut stdout = std::io::stdout().lock();
+    for line in lines {
+        let _ = writeln!(stdout, "{line}");
+    }
+}
+
+/// Prints each step on stderr as it starts.
+struct TerminalProgress;
+
+impl Progress for TerminalProgress {
+    fn started(&self, step: Step) {
+        let number = match step {
+            Step::MarkProcessing => 1,
+            Step::SanitizePrompt => 2,
+            Step::Download => 3,
+            Step::Inpaint => 4,
+            Step::Postprocess => 5,
+            Step::Upload => 6,
+            Step::Record => 7,
+        };
+        let _ = writeln!(std::io::stderr(), "[{number}/7] {}…", step.describe());
+    }
+}

@@ -1,0 +1,630 @@
+//! Typed, validated configuration.
+//!
+//! This is the only module that reads environment variables. Everything else receives a
+//! [`Config`] (or a piece of it). Parsing is pure: [`Config::from_lookup`] takes any lookup
+//! function, so tests build configurations without touching the process environment.
+//! Every parse error names the variable. Secrets are wrapped in [`Secret`], whose `Debug`
+//! and `Display` print a placeholder.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: `{var}` {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            var,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A string that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret value, for the one place that must send it somewhere.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where Design rows live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// An embedded SQLite file (the default: `design-render.db` in the working directory).
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL server shared with the backend. The URL may contain a password.
+    Postgres { url: Secret },
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            Self::Postgres { .. } => f.write_str("Postgres { url: [redacted] }"),
+        }
+    }
+}
+
+/// Which hosts the asset downloader may reach even though they resolve to private, loopback or
+/// link-local addresses. The default refuses them all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PrivateHostPolicy {
+    #[default]
+    Deny,
+    /// `ALLOW_PRIVATE_ASSET_HOSTS=true`: anything goes (development only).
+    AllowAll,
+    /// A comma-separated list of host names, IP addresses or CIDR blocks.
+    Allow(Vec<AllowedHost>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHost {
+    Name(String),
+    Network { addr: IpAddr, prefix: u8 },
+}
+
+impl PrivateHostPolicy {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        match text.to_ascii_lowercase().as_str() {
+            "" | "false" | "0" | "no" | "off" => return Ok(Self::Deny),
+            "true" | "1" | "yes" | "on" | "*" => return Ok(Self::AllowAll),
+            _ => {}
+        }
+        let mut hosts = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            hosts.push(AllowedHost::parse(entry)?);
+        }
+        Ok(Self::Allow(hosts))
+    }
+
+    /// Whether a host name (as written in the URL) is explicitly allowed.
+    pub fn allows_name(&self, host: &str) -> bool {
+        match self {
+            Self::Deny => false,
+            Self::AllowAll => true,
+            Self::Allow(hosts) => hosts
+                .iter()
+                .any(|h| matches!(h, AllowedHost::Name(name) if name.eq_ignore_ascii_case(host))),
+        }
+    }
+
+    /// Whether an address is explicitly allowed.
+    pub fn allows_addr(&self, addr: IpAddr) -> bool {
+        match self {
+            Self::Deny => false,
+            Self::AllowAll => true,
+            Self::Allow(hosts) => hosts.iter().any(|h| match h {
+                AllowedHost::Network { addr: network, prefix } => ip_in_network(addr, *network, *prefix),
+                AllowedHost::Name(_) => false,
+            }),
+        }
+    }
+}
+
+impl AllowedHost {
+    fn parse(entry: &str) -> Result<Self, String> {
+        let (addr_text, prefix_text) = match entry.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (entry, None),
+        };
+        if let Ok(addr) = addr_text.trim_matches(['[', ']']).parse::<IpAddr>() {
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let prefix = match prefix_text {
+                None => max,
+                Some(text) => text
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= max)
+                    .ok_or_else(|| format!("has an invalid prefix length in `{entry}`"))?,
+            };
+            return Ok(Self::Network { addr, prefix });
+        }
+        if prefix_text.is_some() || entry.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')) {
+            return Err(format!(
+                "entry `{entry}` is neither a host name, an IP address nor a CIDR block"
+            ));
+        }
+        Ok(Self::Name(entry.to_ascii_lowercase()))
+    }
+}
+
+fn ip_in_network(addr: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (addr, network) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Limits and timeouts of the asset downloader and decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetLimits {
+    /// Largest accepted body (`MAX_ASSET_BYTES`, default 32 MiB).
+    pub max_bytes: u64,
+    /// Largest accepted width or height (`MAX_IMAGE_DIMENSION`, default 8192).
+    pub max_dimension: u32,
+    /// Largest accepted pixel count (`MAX_IMAGE_PIXELS`, default 40 megapixels).
+    pub max_pixels: u64,
+    pub connect_timeout: Duration,
+    /// Deadline for the whole download, headers and body (`ASSET_TIMEOUT_MS`).
+    pub timeout: Duration,
+    pub max_redirects: u8,
+    pub private_hosts: PrivateHostPolicy,
+}
+
+impl Default for AssetLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 32 * 1024 * 1024,
+            max_dimension: 8192,
+            max_pixels: 40_000_000,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            max_redirects: 3,
+            private_hosts: PrivateHostPolicy::Deny,
+        }
+    }
+}
+
+/// Output settings of the imaging steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImagingConfig {
+    /// Side of the square preview (`PREVIEW_SIZE`, default 512).
+    pub preview_size: u32,
+    /// Strength of the normal map's slopes (`NORMAL_MAP_STRENGTH`, default 2.0).
+    pub normal_strength: f32,
+    /// Feather radius of the composite seam in pixels of the base (`FEATHER_RADIUS`, default 4).
+    pub feather_radius: u32,
+}
+
+impl Default for ImagingConfig {
+    fn default() -> Self {
+        Self {
+            preview_size: 512,
+            normal_strength: 2.0,
+            feather_radius: 4,
+        }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Settings of the generative providers and their reliability controls (the spec's names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderConfig {
+    pub openai_api_key: Option<Secret>,
+    pub openai_image_edit_enabled: bool,
+    pub local_diffusion_url: Option<url::Url>,
+    pub max_tokens_per_job: u64,
+    pub dry_run: bool,
+    pub circuit_breaker_threshold: u32,
+    pub circuit_breaker_timeout: Duration,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            openai_api_key: None,
+            openai_image_edit_enabled: true,
+            local_diffusion_url: None,
+            max_tokens_per_job: 10_000,
+            dry_run: false,
+            circuit_breaker_threshold: 5,
+            circuit_breaker_timeout: Duration::from_millis(60_000),
+        }
+    }
+}
+
+/// Redis connection settings (used by the queue worker).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    pub password: Option<Secret>,
+    /// `REDIS_URL` wins over host/port/password when set.
+    pub url: Option<Secret>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 6379,
+            password: None,
+            url: None,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub storage_dir: PathBuf,
+    pub public_base_url: Option<url::Url>,
+    pub assets: AssetLimits,
+    pub imaging: ImagingConfig,
+    pub providers: ProviderConfig,
+    pub redis: RedisConfig,
+    pub default_tenant_concurrency: u32,
+    pub webhook_enabled: bool,
+    pub log_format: LogFormat,
+    /// Variables that were set but are not used by this build, reported at start-up.
+    pub unused: BTreeMap<&'static str, &'static str>,
+}
+
+impl Config {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the variable it breaks.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds a configuration from any variable lookup.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars { lookup: &lookup };
+        let database = match vars.get("DATABASE_URL") {
+            None => DatabaseConfig::Sqlite {
+                path: PathBuf::from("design-render.db"),
+            },
+            Some(url) => parse_database_url(&url)?,
+        };
+        let public_base_url = vars
+            .get("PUBLIC_BASE_URL")
+            .map(|text| {
+                let mut url = url::Url::parse(&text)
+                    .map_err(|e| ConfigError::new("PUBLIC_BASE_URL", format!("is not a URL ({e})")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::new("PUBLIC_BASE_URL", "must be an http(s) URL"));
+                }
+                // Keys are appended to the base, so it must end with a slash to keep its path.
+                if !url.path().ends_with('/') {
+                    url.set_path(&format!("{}/", url.path()));
+                }
+                Ok(url)
+            })
+            .transpose()?;
+        let defaults = AssetLimits::default();
+        let assets = AssetLimits {
+            max_bytes: vars.parse_or("MAX_ASSET_BYTES", defaults.max_bytes, |v| *v >= 1024)?,
+            max_dimension: vars.parse_or("MAX_IMAGE_DIMENSION", defaults.max_dimension, |v| {
+                (64..=65_535).contains(v)
+            })?,
+            max_pixels: vars.parse_or("MAX_IMAGE_PIXELS", defaults.max_pixels, |v| *v >= 4096)?,
+            connect_timeout: vars.millis_or("ASSET_CONNECT_TIMEOUT_MS", defaults.connect_timeout)?,
+            timeout: vars.millis_or("ASSET_TIMEOUT_MS", defaults.timeout)?,
+            max_redirects: vars.parse_or("ASSET_MAX_REDIRECTS", defaults.max_redirects, |v| *v <= 10)?,
+            private_hosts: match vars.get("ALLOW_PRIVATE_ASSET_HOSTS") {
+                None => PrivateHostPolicy::Deny,
+                Some(text) => {
+                    PrivateHostPolicy::parse(&text).map_err(|p| ConfigError::new("ALLOW_PRIVATE_ASSET_HOSTS", p))?
+                }
+            },
+        };
+        let imaging_defaults = ImagingConfig::default();
+        let imaging = ImagingConfig {
+            preview_size: vars.parse_or("PREVIEW_SIZE", imaging_defaults.preview_size, |v| {
+                (16..=4096).contains(v)
+            })?,
+            normal_strength: vars.parse_or("NORMAL_MAP_STRENGTH", imaging_defaults.normal_strength, |v| {
+                v.is_finite() && *v > 0.0 && *v <= 100.0
+            })?,
+            feather_radius: vars.parse_or("FEATHER_RADIUS", imaging_defaults.feather_radius, |v| *v <= 256)?,
+        };
+        let provider_defaults = ProviderConfig::default();
+        let providers = ProviderConfig {
+            openai_api_key: vars.get("OPENAI_API_KEY").map(Secret::new),
+            openai_image_edit_enabled: vars
+                .bool_or("OPENAI_IMAGE_EDIT_ENABLED", provider_defaults.openai_image_edit_enabled)?,
+            local_diffusion_url: vars
+                .get("LOCAL_DIFFUSION_URL")
+                .map(|text| {
+                    url::Url::parse(&text)
+                        .map_err(|e| ConfigError::new("LOCAL_DIFFUSION_URL", format!("is not a URL ({e})")))
+                })
+                .transpose()?,
+            max_tokens_per_job: vars
+                .parse_or("MAX_TOKENS_PER_JOB", provider_defaults.max_tokens_per_job, |v| *v > 0)?,
+            dry_run: vars.bool_or("DRY_RUN_MODE", false)?,
+            circuit_breaker_threshold: vars.parse_or(
+                "CIRCUIT_BREAKER_THRESHOLD",
+                provider_defaults.circuit_breaker_threshold,
+                |v| *v > 0,
+            )?,
+            circuit_breaker_timeout: vars
+                .millis_or("CIRCUIT_BREAKER_TIMEOUT", provider_defaults.circuit_breaker_timeout)?,
+        };
+        let redis_defaults = RedisConfig::default();
+        let redis = RedisConfig {
+            host: vars.get("REDIS_HOST").unwrap_or(redis_defaults.host),
+            port: vars.parse_or("REDIS_PORT", redis_defaults.port, |v| *v > 0)?,
+            password: vars.get("REDIS_PASSWORD").map(Secret::new),
+            url: vars
+                .get("REDIS_URL")
+                .map(|text| {
+                    if text.starts_with("redis://") || text.starts_with("rediss://") {
+                        Ok(Secret::new(text))
+                    } else {
+                        Err(ConfigError::new("REDIS_URL", "must start with redis:// or rediss://"))
+                    }
+                })
+                .transpose()?,
+        };
+        let mut unused = BTreeMap::new();
+        for (var, reason) in [
+            (
+                "CLOUDINARY_CLOUD_NAME",
+                "Cloudinary uploads are not part of this build; assets go to STORAGE_DIR",
+            ),
+            (
+                "CLOUDINARY_URL",
+                "Cloudinary uploads are not part of this build; assets go to STORAGE_DIR",
+            ),
+        ] {
+            if vars.get(var).is_some() {
+                unused.insert(var, reason);
+            }
+        }
+        Ok(Self {
+            database,
+            storage_dir: vars
+                .get("STORAGE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("storage")),
+            public_base_url,
+            assets,
+            imaging,
+            providers,
+            redis,
+            default_tenant_concurrency: vars.parse_or("DEFAULT_TENANT_CONCURRENCY", 2, |v| *v > 0)?,
+            webhook_enabled: vars.bool_or("WEBHOOK_ENABLED", false)?,
+            log_format: match vars.get("LOG_FORMAT").as_deref() {
+                None | Some("pretty") | Some("text") => LogFormat::Pretty,
+                Some("json") => LogFormat::Json,
+                Some(_) => return Err(ConfigError::new("LOG_FORMAT", "must be `pretty` or `json`")),
+            },
+            unused,
+        })
+    }
+
+    /// A configuration for tests: SQLite and storage under `dir`, default limits, no secrets.
+    pub fn for_tests(dir: &std::path::Path) -> Self {
+        Self {
+            database: DatabaseConfig::Sqlite {
+                path: dir.join("design-render.db"),
+            },
+            storage_dir: dir.join("storage"),
+            public_base_url: None,
+            assets: AssetLimits::default(),
+            imaging: ImagingConfig::default(),
+            providers: ProviderConfig::default(),
+            redis: RedisConfig::default(),
+            default_tenant_concurrency: 2,
+            webhook_enabled: false,
+            log_format: LogFormat::Pretty,
+            unused: BTreeMap::new(),
+        }
+    }
+}
+
+fn parse_database_url(text: &str) -> Result<DatabaseConfig, ConfigError> {
+    if let Some(rest) = text.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "sqlite: URL must name a file, e.g. sqlite://design-render.db",
+            ));
+        }
+        return Ok(DatabaseConfig::Sqlite { path: path.into() });
+    }
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        return Ok(DatabaseConfig::Postgres { url: Secret::new(text) });
+    }
+    Err(ConfigError::new(
+        "DATABASE_URL",
+        "must start with postgres://, postgresql:// or sqlite:",
+    ))
+}
+
+struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Vars<'_> {
+    /// A set, non-blank variable.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|value| !value.trim().is_empty())
+    }
+
+    fn parse_or<T>(&self, name: &'static str, default: T, valid: impl Fn(&T) -> bool) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + fmt::Display,
+    {
+        let Some(text) = self.get(name) else {
+            return Ok(default);
+        };
+        let value: T = text
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new(name, format!("must be a number (got `{}`)", text.trim())))?;
+        if !valid(&value) {
+            return Err(ConfigError::new(name, format!("value {value} is out of range")));
+        }
+        Ok(value)
+    }
+
+    fn millis_or(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        self.parse_or(name, default_ms, |v| *v > 0 && *v <= 24 * 3600 * 1000)
+            .map(Duration::from_millis)
+    }
+
+    fn bool_or(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(_) => Err(ConfigError::new(name, "must be true or false")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_variables() {
+        let config = config(&[]).unwrap();
+        assert_eq!(
+            config.database,
+            DatabaseConfig::Sqlite {
+                path: "design-render.db".into()
+            }
+        );
+        assert_eq!(config.storage_dir, PathBuf::from("storage"));
+        assert_eq!(config.providers.max_tokens_per_job, 10_000);
+        assert_eq!(config.providers.circuit_breaker_threshold, 5);
+        assert_eq!(config.providers.circuit_breaker_timeout, Duration::from_secs(60));
+        assert_eq!(config.default_tenant_concurrency, 2);
+        assert_eq!(config.assets.private_hosts, PrivateHostPolicy::Deny);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let error = config(&[("MAX_TOKENS_PER_JOB", "lots")]).unwrap_err();
+        assert_eq!(error.var, "MAX_TOKENS_PER_JOB");
+        assert!(error.to_string().contains("MAX_TOKENS_PER_JOB"));
+        assert_eq!(config(&[("DRY_RUN_MODE", "maybe")]).unwrap_err().var, "DRY_RUN_MODE");
+        assert_eq!(
+            config(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            config(&[("CIRCUIT_BREAKER_THRESHOLD", "0")]).unwrap_err().var,
+            "CIRCUIT_BREAKER_THRESHOLD"
+        );
+        assert_eq!(
+            config(&[("ALLOW_PRIVATE_ASSET_HOSTS", "10.0.0.0/99")]).unwrap_err().var,
+            "ALLOW_PRIVATE_ASSET_HOSTS"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = config(&[
+            ("OPENAI_API_KEY", "sk-very-secret"),
+            ("DATABASE_URL", "postgres://user:hunter2@db/app"),
+            ("REDIS_PASSWORD", "redis-secret"),
+        ])
+        .unwrap();
+        let printed = format!("{config:?}");
+        for secret in ["sk-very-secret", "hunter2", "redis-secret"] {
+            assert!(!printed.contains(secret), "{secret} leaked into {printed}");
+        }
+        assert_eq!(
+            config.providers.openai_api_key.as_ref().map(Secret::expose),
+            Some("sk-very-secret")
+        );
+    }
+
+    #[test]
+    fn database_url_selects_the_store() {
+        assert!(matches!(
+            config(&[("DATABASE_URL", "postgresql://localhost/test")])
+                .unwrap()
+                .database,
+            DatabaseConfig::Postgres { .. }
+        ));
+        assert_eq!(
+            config(&[("DATABASE_URL", "sqlite://data/renders.db")])
+                .unwrap()
+                .database,
+            DatabaseConfig::Sqlite {
+                path: "data/renders.db".into()
+            }
+        );
+    }
+
+    #[test]
+    fn private_host_policy_parses_names_addresses_and_networks() {
+        let policy = PrivateHostPolicy::parse("assets.internal, 127.0.0.1, 10.0.0.0/8, [::1]").unwrap();
+        assert!(policy.allows_name("ASSETS.internal"));
+        assert!(!policy.allows_name("other.internal"));
+        assert!(policy.allows_addr("127.0.0.1".parse().unwrap()));
+        assert!(!policy.allows_addr("127.0.0.2".parse().unwrap()));
+        assert!(policy.allows_addr("10.200.3.4".parse().unwrap()));
+        assert!(!policy.allows_addr("11.0.0.1".parse().unwrap()));
+        assert!(policy.allows_addr("::1".parse().unwrap()));
+        assert_eq!(PrivateHostPolicy::parse("true").unwrap(), PrivateHostPolicy::AllowAll);
+        assert_eq!(PrivateHostPolicy::parse("false").unwrap(), PrivateHostPolicy::Deny);
+    }
+
+    #[test]
+    fn public_base_url_keeps_its_path() {
+        let config = config(&[("PUBLIC_BASE_URL", "https://cdn.example.com/renders")]).unwrap();
+        assert_eq!(
+            config.public_base_url.unwrap().as_str(),
+            "https://cdn.example.com/renders/"
+        );
+    }
+}

@@ -1,0 +1,1079 @@
+//! Multi-scale exemplar-based completion: PatchMatch nearest-neighbour fields (Barnes et
+//! al. 2009) inside coarse-to-fine EM voting in the spirit of Wexler et al. 2007.
+//!
+//! This module owns the texture-synthesising fill engine. For every pixel whose patch
+//! overlaps the hole it keeps the position of the most similar source patch (a patch lying
+//! wholly outside the hole), improves those matches by propagation and random search, and
+//! re-estimates each hole pixel as a weighted vote of the overlapping matched patches.
+//! Work starts on a reduced-resolution pyramid level; the nearest-neighbour field itself,
+//! not the pixels, is upsampled to the next level.
+//!
+//! The output is a pure function of the input and `seed`: random numbers come from a
+//! counter-based generator keyed by pixel, level and iteration, parallel work is split
+//! into fixed strips whose results do not depend on scheduling, and the arithmetic avoids
+//! transcendental library calls whose last bit may differ between platforms.
+//! It must not do IO and must never write a pixel outside the hole.
+
+use image::{GrayImage, RgbaImage};
+use rayon::prelude::*;
+
+use super::telea::telea_in_place;
+use super::{FillError, FillOutcome, FillStats, Prepared, prepare, to_byte};
+
+/// Tuning for [`patchmatch_fill`]. The defaults are the ones `eval` measures and the speed
+/// figures were taken with; most callers should only change `seed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatchMatchParams {
+    /// Patch side in pixels. Even values are rounded up to the next odd one. When no patch
+    /// of this size fits wholly outside the hole, smaller patches are tried, down to 1.
+    pub patch_size: u32,
+    /// Number of pyramid levels including full resolution; `None` picks as many as keep
+    /// the coarsest level at least `min_level_side` pixels on its shorter side. An explicit
+    /// value is an upper bound: levels without any valid source patch are dropped.
+    pub pyramid_levels: Option<u32>,
+    /// EM iterations (search, then vote) on the small levels, and always on the coarsest.
+    pub em_iterations: u32,
+    /// EM iterations on the full-resolution level and the one below it, which hold
+    /// nearly all the pixels and start from an already good upsampled field.
+    pub fine_em_iterations: u32,
+    /// PatchMatch sweeps (propagation plus random search) per EM iteration.
+    pub nnf_iterations: u32,
+    /// Shortest side the automatic pyramid may shrink an image to.
+    pub min_level_side: u32,
+    /// Seed of the per-pixel random generators.
+    pub seed: u64,
+}
+
+impl Default for PatchMatchParams {
+    fn default() -> Self {
+        Self {
+            patch_size: 9,
+            pyramid_levels: None,
+            em_iterations: 4,
+            fine_em_iterations: 2,
+            nnf_iterations: 2,
+            min_level_side: 32,
+            seed: 0x5EED_F111,
+        }
+    }
+}
+
+/// Fills every pixel with `hole >= 128` by multi-scale PatchMatch completion.
+pub fn patchmatch_fill(
+    image: &RgbaImage,
+    hole: &GrayImage,
+    params: &PatchMatchParams,
+) -> Result<FillOutcome, FillError> {
+    let mask = match prepare(image, hole)? {
+        Prepared::Done(outcome) => return Ok(outcome),
+        Prepared::Fill(mask) => mask,
+    };
+    let finest = Level {
+        width: mask.width,
+        height: mask.height,
+        pixels: texels_with_features(image, &mask.flags, requested_radius_for_features(params)),
+        hole: mask.flags,
+    };
+
+    // The largest patch that still leaves at least one valid source wins; a patch of one
+    // pixel always has a source because the hole does not cover the whole image.
+    let requested_radius = (params.patch_size.max(1) / 2) as usize;
+    let radius = (0..=requested_radius)
+        .rev()
+        .find(|&radius| has_source(&finest, radius))
+        .unwrap_or(0);
+
+    let mut pyramid = vec![finest];
+    let level_cap = params.pyramid_levels.map_or(usize::MAX, |n| n.max(1) as usize);
+    let min_side = params.min_level_side.max(2 * radius as u32 + 2) as usize;
+    while pyramid.len() < level_cap {
+        let Some(last) = pyramid.last() else { break };
+        if last.width / 2 < min_side || last.height / 2 < min_side {
+            break;
+        }
+        let coarser = last.downsample();
+        if !coarser.hole.iter().any(|&inside| inside) || !has_source(&coarser, radius) {
+            break;
+        }
+        pyramid.push(coarser);
+    }
+
+    let level_count = pyramid.len();
+    let mut em_iterations_run = 0;
+    let mut field: Option<(usize, usize, Vec<usize>)> = None;
+    for (level_index, mut level) in pyramid.into_iter().enumerate().rev() {
+        let mut space = SearchSpace::new(&level, radius);
+        if field.is_some() {
+            // Below the coarsest level the upsampled field already holds globally searched
+            // matches, so random search only refines them locally. This is most of the
+            // speed-up that the pyramid buys at full resolution.
+            space.search_window = (space.search_window / FINE_SEARCH_DIVISOR).max(1);
+        }
+        let mut nnf = match field.take() {
+            None => {
+                level.initialise_hole_by_diffusion();
+                space.random_field(params.seed, level_index)
+            }
+            Some((coarse_width, coarse_height, coarse_nnf)) => {
+                let nnf = space.upsample_field(&coarse_nnf, coarse_width, coarse_height, params.seed, level_index);
+                // The first estimate at a finer level comes from the upsampled field's
+                // uniform vote, which keeps the structure found at the coarser level.
+                level.pixels = space.vote(&level.pixels, &nnf, None, Vote::Uniform);
+                nnf
+            }
+        };
+        // The two largest levels hold about 94% of the pixels, so they get the short
+        // schedule; the small levels, where the layout of the fill is decided, the long
+        // one. The coarsest level starts from random matches and always needs the long one.
+        let coarsest = level_index + 1 == level_count;
+        let iterations = if level_index <= 1 && !coarsest {
+            params.fine_em_iterations.max(1)
+        } else {
+            params.em_iterations.max(1)
+        };
+        for em in 0..iterations {
+            let mut distance = space.distances(&level.pixels, &nnf);
+            for sweep in 0..params.nnf_iterations {
+                let key = [params.seed, level_index as u64, u64::from(em), u64::from(sweep)];
+                space.improve(&level.pixels, &mut nnf, &mut distance, key, sweep % 2 == 1);
+            }
+            let last = level_index == 0 && em + 1 == iterations;
+            let mode = if last { Vote::Centre } else { Vote::Weighted };
+            level.pixels = space.vote(&level.pixels, &nnf, Some(&distance), mode);
+            em_iterations_run += 1;
+        }
+        if level_index == 0 {
+            let mut output = image.clone();
+            for ((out, value), &inside) in output.pixels_mut().zip(&level.pixels).zip(&level.hole) {
+                if inside {
+                    out.0.copy_from_slice(&value[..4]);
+                }
+            }
+            return Ok(FillOutcome {
+                image: output,
+                filled_pixels: mask.count,
+                stats: FillStats::PatchMatch {
+                    pyramid_levels: level_count as u32,
+                    patch_size: 2 * radius as u32 + 1,
+                    em_iterations_run,
+                },
+            });
+        }
+        field = Some((level.width, level.height, nnf));
+    }
+    // The loop always returns on level 0, which exists because the pyramid starts with it.
+    Err(FillError::NoSource)
+}
+
+/// Channels per texel: RGBA, two texture features, two unused lanes that keep the
+/// texel eight bytes wide so the distance loop vectorises.
+const CHANNELS: usize = 8;
+
+/// A pixel as the search sees it: RGBA followed by the texture features.
+type Texel = [u8; CHANNELS];
+
+/// Scale of the texture features: mean absolute luma difference times this.
+const FEATURE_GAIN: f32 = 4.0;
+
+fn requested_radius_for_features(params: &PatchMatchParams) -> usize {
+    (params.patch_size.max(1) / 2).max(1) as usize
+}
+
+/// Builds texels from the image: RGBA plus the mean absolute horizontal and vertical luma
+/// differences over a window around each known pixel (Newson et al. 2014).
+///
+/// Plain colour distances favour flat source patches once the estimate in the hole is a
+/// little blurred, and the fill washes out. Averaging gradient magnitudes does not cancel
+/// the way averaging colours does, so the voted features keep telling the search how much
+/// texture belongs in the hole. Hole pixels start at zero and are filled like colours.
+fn texels_with_features(image: &RgbaImage, hole: &[bool], radius: usize) -> Vec<Texel> {
+    let (width, height) = (image.width() as usize, image.height() as usize);
+    let luma: Vec<f32> = image
+        .pixels()
+        .map(|p| 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
+        .collect();
+    // Differences count only between two known pixels, so the hole's placeholder
+    // values never leak into the features of its surroundings.
+    let mut horizontal = vec![0.0f32; width * height];
+    let mut vertical = vec![0.0f32; width * height];
+    let mut weight = vec![0.0f32; width * height];
+    for y in 0..height {
+        for x in 0..width {
+            let index = y * width + x;
+            if hole[index] {
+                continue;
+            }
+            weight[index] = 1.0;
+            if x + 1 < width && !hole[index + 1] {
+                horizontal[index] = (luma[index + 1] - luma[index]).abs();
+            }
+            if y + 1 < height && !hole[index + width] {
+                vertical[index] = (luma[index + width] - luma[index]).abs();
+            }
+        }
+    }
+    let horizontal = box_sum(&horizontal, width, height, radius);
+    let vertical = box_sum(&vertical, width, height, radius);
+    let weight = box_sum(&weight, width, height, radius);
+    image
+        .pixels()
+        .enumerate()
+        .map(|(index, pixel)| {
+            let mut texel = [0u8; CHANNELS];
+            texel[..4].copy_from_slice(&pixel.0);
+            if !hole[index] && weight[index] > 0.0 {
+                texel[4] = to_byte(FEATURE_GAIN * horizontal[index] / weight[index]);
+                texel[5] = to_byte(FEATURE_GAIN * vertical[index] / weight[index]);
+            }
+            texel
+        })
+        .collect()
+}
+
+/// Sum over the (2 radius + 1)^2 window around each pixel, clipped to the image.
+/// Rows are summed with prefix sums, then a running window of whole rows is kept, so both
+/// passes walk memory in order. Sums are f64, so adding and removing rows loses nothing.
+fn box_sum(values: &[f32], width: usize, height: usize, radius: usize) -> Vec<f32> {
+    let mut rows = vec![0.0f64; width * height];
+    rows.par_chunks_mut(width.max(1)).enumerate().for_each(|(y, row)| {
+        let mut prefix = vec![0.0f64; width + 1];
+        for x in 0..width {
+            prefix[x + 1] = prefix[x] + f64::from(values[y * width + x]);
+        }
+        for (x, out) in row.iter_mut().enumerate() {
+            let (low, high) = (x.saturating_sub(radius), (x + radius + 1).min(width));
+            *out = prefix[high] - prefix[low];
+        }
+    });
+    let mut output = vec![0.0f32; width * height];
+    let mut window = vec![0.0f64; width];
+    for row in rows.chunks(width.max(1)).take(radius.min(height)) {
+        for (total, &value) in window.iter_mut().zip(row) {
+            *total += value;
+        }
+    }
+    for y in 0..height {
+        if y + radius < height {
+            let entering = &rows[(y + radius) * width..(y + radius + 1) * width];
+            for (total, &value) in window.iter_mut().zip(entering) {
+                *total += value;
+            }
+        }
+        if y > radius {
+            let leaving = &rows[(y - radius - 1) * width..(y - radius) * width];
+            for (total, &value) in window.iter_mut().zip(leaving) {
+                *total -= value;
+            }
+        }
+        for (out, &total) in output[y * width..(y + 1) * width].iter_mut().zip(&window) {
+            *out = total as f32;
+        }
+    }
+    output
+}
+
+/// One pyramid level: the current estimate and which pixels it must fill.
+struct Level {
+    width: usize,
+    height: usize,
+    /// Known pixels hold (downsampled) input values; hole pixels hold the estimate.
+    pixels: Vec<Texel>,
+    hole: Vec<bool>,
+}
+
+impl Level {
+    /// Halves the level. A coarse pixel is part of the hole when any of its four fine
+    /// pixels is, so known coarse pixels are averages of known fine pixels only.
+    fn downsample(&self) -> Level {
+        let (width, height) = (self.width / 2, self.height / 2);
+        let mut pixels = vec![[0u8; CHANNELS]; width * height];
+        let mut hole = vec![false; width * height];
+        for y in 0..height {
+            for x in 0..width {
+                let mut sum = [0u32; CHANNELS];
+                let mut known = 0u32;
+                let mut any_hole = false;
+                for (dx, dy) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                    let fine = (2 * y + dy) * self.width + 2 * x + dx;
+                    if self.hole[fine] {
+                        any_hole = true;
+                    } else {
+                        known += 1;
+                        for (total, &value) in sum.iter_mut().zip(&self.pixels[fine]) {
+                            *total += u32::from(value);
+                        }
+                    }
+                }
+                let index = y * width + x;
+                hole[index] = any_hole;
+                if known > 0 {
+                    pixels[index] = sum.map(|total| ((total + known / 2) / known) as u8);
+                }
+            }
+        }
+        Level {
+            width,
+            height,
+            pixels,
+            hole,
+        }
+    }
+
+    /// Gives the hole a smooth first estimate from its boundary (Telea's fast marching),
+    /// so the first patch search compares against plausible colours rather than zeros.
+    fn initialise_hole_by_diffusion(&mut self) {
+        // Colours and texture features are diffused separately because the Telea engine
+        // works on four channels at a time.
+        for first in [0, 4] {
+            let mut values: Vec<[f32; 4]> = self
+                .pixels
+                .iter()
+                .map(|texel| std::array::from_fn(|c| f32::from(texel[first + c])))
+                .collect();
+            telea_in_place(&mut values, &self.hole, self.width, self.height, 3);
+            for ((texel, value), &inside) in self.pixels.iter_mut().zip(&values).zip(&self.hole) {
+                if inside {
+                    for (channel, &v) in value.iter().enumerate() {
+                        texel[first + channel] = to_byte(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a hole pixel combines the candidate values of the matched patches covering it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vote {
+    /// Plain average: used right after upsampling, when distances are not known yet.
+    Uniform,
+    /// Wexler's similarity-weighted average.
+    Weighted,
+    /// The value of the pixel's own match, copied. Used for the last vote, because
+    /// averaging partially disagreeing patches blurs fine texture, while neighbouring
+    /// pixels with coherent matches copy whole runs of source texture.
+    Centre,
+}
+
+/// How much smaller the first random-search window is below the coarsest level.
+const FINE_SEARCH_DIVISOR: usize = 8;
+
+/// Rows per strip in the parallel sweep. Fixed, so strips never depend on the thread count.
+const STRIP_ROWS: usize = 16;
+
+/// Everything the search needs about one level that does not change while it runs.
+struct SearchSpace {
+    width: usize,
+    height: usize,
+    radius: usize,
+    /// The pixels to fill.
+    hole: Vec<bool>,
+    /// Pixels whose patch overlaps the hole: they need a match. This is the hole dilated
+    /// by the patch radius.
+    target: Vec<bool>,
+    /// Patch centres usable as sources: the whole patch is inside the image and outside
+    /// the hole.
+    source: Vec<bool>,
+    /// The indices of `source`, for uniform random picks.
+    sources: Vec<usize>,
+    /// Half-side of the first random-search window; it halves down to one pixel.
+    search_window: usize,
+}
+
+impl SearchSpace {
+    fn new(level: &Level, radius: usize) -> SearchSpace {
+        let (width, height) = (level.width, level.height);
+        let target = dilate(&level.hole, width, height, radius);
+        let mut source = vec![false; width * height];
+        let mut sources = Vec::new();
+        if width > 2 * radius && height > 2 * radius {
+            for y in radius..height - radius {
+                for x in radius..width - radius {
+                    let index = y * width + x;
+                    if !target[index] {
+                        source[index] = true;
+                        sources.push(index);
+                    }
+                }
+            }
+        }
+        SearchSpace {
+            width,
+            height,
+            radius,
+            hole: level.hole.clone(),
+            target,
+            source,
+            sources,
+            search_window: width.max(height),
+        }
+    }
+
+    /// Any source, picked by `random`; `fallback` when the level has none, which the
+    /// pyramid construction rules out but which must not panic if that ever changes.
+    fn random_source(&self, random: &mut SplitMix, fallback: usize) -> usize {
+        if self.sources.is_empty() {
+            return fallback;
+        }
+        self.sources[random.below(self.sources.len())]
+    }
+
+    /// Targets get a uniformly random source; every other pixel matches itself, which
+    /// makes the field well defined everywhere without ever being used as a source.
+    fn random_field(&self, seed: u64, level_index: usize) -> Vec<usize> {
+        (0..self.width * self.height)
+            .into_par_iter()
+            .map(|index| {
+                if self.target[index] {
+                    let mut random = SplitMix::keyed(&[seed, level_index as u64, u64::MAX, index as u64]);
+                    self.random_source(&mut random, index)
+                } else {
+                    index
+                }
+            })
+            .collect()
+    }
+
+    /// Lifts a coarse field to this level: each fine pixel takes its coarse parent's match,
+    /// doubled and shifted by the pixel's position within the parent. Matches that land on
+    /// an invalid source are replaced by a random valid one.
+    fn upsample_field(
+        &self,
+        coarse: &[usize],
+        coarse_width: usize,
+        coarse_height: usize,
+        seed: u64,
+        level_index: usize,
+    ) -> Vec<usize> {
+        (0..self.width * self.height)
+            .into_par_iter()
+            .map(|index| {
+                if !self.target[index] {
+                    return index;
+                }
+                let (x, y) = (index % self.width, index / self.width);
+                let (cx, cy) = ((x / 2).min(coarse_width - 1), (y / 2).min(coarse_height - 1));
+                let coarse_match = coarse[cy * coarse_width + cx];
+                let (sx, sy) = (coarse_match % coarse_width, coarse_match / coarse_width);
+                let fx = (2 * sx + x - 2 * cx).clamp(self.radius, self.width - 1 - self.radius);
+                let fy = (2 * sy + y - 2 * cy).clamp(self.radius, self.height - 1 - self.radius);
+                let candidate = fy * self.width + fx;
+                if self.source[candidate] {
+                    candidate
+                } else {
+                    let mut random = SplitMix::keyed(&[seed, level_index as u64, u64::MAX - 1, index as u64]);
+                    self.random_source(&mut random, index)
+                }
+            })
+            .collect()
+    }
+
+    /// Sum of squared differences over all four channels between the patch at `target`
+    /// and the patch at `source`, restricted to the part of the target patch inside the
+    /// image. Stops early and returns `None` once the sum reaches `bound`.
+    fn patch_distance(&self, pixels: &[Texel], target: usize, source: usize, bound: u32) -> Option<u32> {
+        let r = self.radius;
+        let (tx, ty) = (target % self.width, target / self.width);
+        let (sx, sy) = (source % self.width, source / self.width);
+        let left = r.min(tx);
+        let right = r.min(self.width - 1 - tx);
+        let top = r.min(ty);
+        let bottom = r.min(self.height - 1 - ty);
+        let span = left + right + 1;
+        let mut total = 0u32;
+        for row in 0..=top + bottom {
+            let target_start = (ty + row - top) * self.width + tx - left;
+            let source_start = (sy + row - top) * self.width + sx - left;
+            let target_row = &pixels[target_start..target_start + span];
+            let source_row = &pixels[source_start..source_start + span];
+            total += row_distance(target_row, source_row);
+            if total >= bound {
+                return None;
+            }
+        }
+        Some(total)
+    }
+
+    /// Number of pixels of the patch at `index` that lie inside the image.
+    fn patch_area(&self, index: usize) -> u32 {
+        let (x, y) = (index % self.width, index / self.width);
+        let r = self.radius;
+        let columns = r.min(x) + r.min(self.width - 1 - x) + 1;
+        let rows = r.min(y) + r.min(self.height - 1 - y) + 1;
+        (columns * rows) as u32
+    }
+
+    /// Current distance of every target to its match; non-targets get 0.
+    fn distances(&self, pixels: &[Texel], nnf: &[usize]) -> Vec<u32> {
+        let mut distance = vec![0u32; self.width * self.height];
+        distance.par_chunks_mut(self.width).enumerate().for_each(|(y, row)| {
+            for (x, value) in row.iter_mut().enumerate() {
+                let index = y * self.width + x;
+                if self.target[index] {
+                    *value = self
+                        .patch_distance(pixels, index, nnf[index], u32::MAX)
+                        .unwrap_or(u32::MAX);
+                }
+            }
+        });
+        distance
+    }
+
+    /// One PatchMatch sweep: propagation from the previous pixel in scan order (reversed
+    /// on odd sweeps) and random search with a halving window.
+    ///
+    /// The image is cut into strips of `STRIP_ROWS` rows that run in parallel. Inside a
+    /// strip the scan is sequential, so good matches travel along it as in the serial
+    /// algorithm. Across strip borders a strip reads its neighbour's row as it was before
+    /// the sweep, so the result is identical however rayon schedules the strips.
+    fn improve(&self, pixels: &[Texel], nnf: &mut [usize], distance: &mut [u32], key: [u64; 4], reverse: bool) {
+        let width = self.width;
+        let strip_len = STRIP_ROWS * width;
+        let strip_count = self.height.div_ceil(STRIP_ROWS);
+        // The row each strip propagates from across its border, frozen before the sweep.
+        let borders: Vec<Option<Vec<usize>>> = (0..strip_count)
+            .map(|strip| {
+                let row = if reverse {
+                    Some((strip + 1) * STRIP_ROWS).filter(|&row| row < self.height)
+                } else {
+                    (strip * STRIP_ROWS).checked_sub(1)
+                };
+                row.map(|row| nnf[row * width..(row + 1) * width].to_vec())
+            })
+            .collect();
+
+        nnf.par_chunks_mut(strip_len)
+            .zip(distance.par_chunks_mut(strip_len))
+            .enumerate()
+            .for_each(|(strip, (strip_nnf, strip_distance))| {
+                let first_row = strip * STRIP_ROWS;
+                let rows = strip_nnf.len() / width;
+                let border = borders[strip].as_deref();
+                for step in 0..rows * width {
+                    let local = if reverse { rows * width - 1 - step } else { step };
+                    let index = first_row * width + local;
+                    if !self.target[index] {
+                        continue;
+                    }
+                    let (x, y) = (local % width, local / width);
+                    let mut best = (strip_nnf[local], strip_distance[local]);
+
+                    // Propagation: the neighbour's match shifted by one pixel, so coherent
+                    // regions of the field grow along the scan.
+                    let horizontal = if reverse {
+                        (x + 1 < width).then(|| strip_nnf[local + 1])
+                    } else {
+                        (x > 0).then(|| strip_nnf[local - 1])
+                    };
+                    if let Some(neighbour) = horizontal {
+                        let (nx, ny) = (neighbour % width, neighbour / width);
+                        let shifted = if reverse { nx.checked_sub(1) } else { Some(nx + 1) };
+                        if let Some(sx) = shifted.filter(|&sx| sx < width) {
+                            self.consider(pixels, index, ny * width + sx, &mut best);
+                        }
+                    }
+                    let vertical = if reverse {
+                        if y + 1 < rows {
+                            Some(strip_nnf[local + width])
+                        } else {
+                            border.map(|row| row[x])
+                        }
+                    } else if y > 0 {
+                        Some(strip_nnf[local - width])
+                    } else {
+                        border.map(|row| row[x])
+                    };
+                    if let Some(neighbour) = vertical {
+                        let (nx, ny) = (neighbour % width, neighbour / width);
+                        let shifted = if reverse { ny.checked_sub(1) } else { Some(ny + 1) };
+                        if let Some(sy) = shifted.filter(|&sy| sy < self.height) {
+                            self.consider(pixels, index, sy * width + nx, &mut best);
+                        }
+                    }
+
+                    // Random search around the current best in a window that halves.
+                    let mut random = SplitMix::keyed(&[key[0], key[1], key[2] << 32 | key[3], index as u64]);
+                    let mut window = self.search_window;
+                    while window >= 1 {
+                        let (bx, by) = (best.0 % width, best.0 / width);
+                        let low_x = bx.saturating_sub(window).max(self.radius);
+                        let high_x = (bx + window).min(width - 1 - self.radius);
+                        let low_y = by.saturating_sub(window).max(self.radius);
+                        let high_y = (by + window).min(self.height - 1 - self.radius);
+                        if low_x <= high_x && low_y <= high_y {
+                            let cx = low_x + random.below(high_x - low_x + 1);
+                            let cy = low_y + random.below(high_y - low_y + 1);
+                            self.consider(pixels, index, cy * width + cx, &mut best);
+                        }
+                        window /= 2;
+                    }
+
+                    (strip_nnf[local], strip_distance[local]) = best;
+                }
+            });
+    }
+
+    /// Replaces `best` (match, distance) by `candidate` when it is a valid, different
+    /// source with a smaller distance for the patch at `target`.
+    fn consider(&self, pixels: &[Texel], target: usize, candidate: usize, best: &mut (usize, u32)) {
+        if candidate != best.0
+            && self.source[candidate]
+            && let Some(distance) = self.patch_distance(pixels, target, candidate, best.1)
+        {
+            *best = (candidate, distance);
+        }
+    }
+
+    /// Re-estimates every hole pixel from the matched patches covering it and returns
+    /// the new level image. Known pixels are copied unchanged.
+    fn vote(&self, pixels: &[Texel], nnf: &[usize], distance: Option<&[u32]>, mode: Vote) -> Vec<Texel> {
+        let width = self.width;
+        // Per-pixel distances, so patches clipped by the border compare fairly.
+        let normalised: Vec<u32> = (0..width * self.height)
+            .into_par_iter()
+            .map(|index| match distance {
+                Some(distance) if self.target[index] => distance[index] / self.patch_area(index),
+                _ => 0,
+            })
+            .collect();
+        let weights: Vec<f32> = match mode {
+            Vote::Weighted => {
+                // Wexler's weights use a scale from the distance distribution; the 75th
+                // percentile is robust against the few very bad matches.
+                let mut sample: Vec<u32> = normalised
+                    .iter()
+                    .zip(&self.target)
+                    .filter_map(|(&d, &target)| target.then_some(d))
+                    .collect();
+                let rank = sample.len() * 3 / 4;
+                let scale = if rank < sample.len() {
+                    let (_, value, _) = sample.select_nth_unstable(rank);
+                    (*value).max(1) as f32
+                } else {
+                    1.0
+                };
+                normalised
+                    .par_iter()
+                    .map(|&d| decay(d as f32 / (2.0 * scale)))
+                    .collect()
+            }
+            Vote::Uniform | Vote::Centre => vec![1.0; width * self.height],
+        };
+
+        let mut output = pixels.to_vec();
+        output.par_chunks_mut(width).enumerate().for_each(|(y, row)| {
+            for (x, out) in row.iter_mut().enumerate() {
+                let q = y * width + x;
+                if !self.hole[q] {
+                    continue;
+                }
+                *out = match mode {
+                    Vote::Centre => pixels[nnf[q]],
+                    Vote::Uniform | Vote::Weighted => self.weighted_vote(pixels, nnf, &weights, x, y),
+                };
+            }
+        });
+        output
+    }
+
+    /// The positions p of the patches covering hole pixel (x, y), each with the offset
+    /// d = (x, y) - p, so that the patch's vote for the pixel is source(p) + d. The source
+    /// patch lies wholly inside the image, so that position always exists.
+    fn covering(&self, x: usize, y: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let r = self.radius;
+        let rows = y.saturating_sub(r)..(y + r + 1).min(self.height);
+        rows.flat_map(move |py| {
+            let columns = x.saturating_sub(r)..(x + r + 1).min(self.width);
+            columns.map(move |px| (py * self.width + px, x + r - px, y + r - py))
+        })
+    }
+
+    /// The sample a patch at `p` with match `source` gives for offset (dx, dy) + r.
+    fn sample(&self, source: usize, shifted_x: usize, shifted_y: usize) -> usize {
+        let sx = source % self.width + shifted_x - self.radius;
+        let sy = source / self.width + shifted_y - self.radius;
+        sy * self.width + sx
+    }
+
+    fn weighted_vote(&self, pixels: &[Texel], nnf: &[usize], weights: &[f32], x: usize, y: usize) -> Texel {
+        let mut sum = [0.0f32; CHANNELS];
+        let mut weight_sum = 0.0f32;
+        for (p, shifted_x, shifted_y) in self.covering(x, y) {
+            let value = pixels[self.sample(nnf[p], shifted_x, shifted_y)];
+            let weight = weights[p];
+            for (total, &channel) in sum.iter_mut().zip(&value) {
+                *total += weight * f32::from(channel);
+            }
+            weight_sum += weight;
+        }
+        if weight_sum > 0.0 {
+            sum.map(|total| to_byte(total / weight_sum))
+        } else {
+            pixels[y * self.width + x]
+        }
+    }
+}
+
+/// Whether any patch of the given radius lies wholly inside the image and outside the hole.
+fn has_source(level: &Level, radius: usize) -> bool {
+    let (width, height) = (level.width, level.height);
+    if width <= 2 * radius || height <= 2 * radius {
+        return false;
+    }
+    let blocked = dilate(&level.hole, width, height, radius);
+    (radius..height - radius).any(|y| (radius..width - radius).any(|x| !blocked[y * width + x]))
+}
+
+/// Sum of squared channel differences between two equally long pixel rows.
+fn row_distance(a: &[Texel], b: &[Texel]) -> u32 {
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| {
+            let mut sum = 0u32;
+            for channel in 0..CHANNELS {
+                let d = i32::from(p[channel]) - i32::from(q[channel]);
+                sum += (d * d) as u32;
+            }
+            sum
+        })
+        .sum()
+}
+
+/// exp(-x) for x >= 0 as (1 + x/16)^-16: close enough for vote weights, and made of basic
+/// arithmetic only, so it rounds identically on every platform.
+fn decay(x: f32) -> f32 {
+    let base = 1.0 / (1.0 + x / 16.0);
+    let squared = base * base;
+    let fourth = squared * squared;
+    let eighth = fourth * fourth;
+    eighth * eighth
+}
+
+/// Chebyshev dilation of `mask` by `radius`, done separably with running counts.
+fn dilate(mask: &[bool], width: usize, height: usize, radius: usize) -> Vec<bool> {
+    let mut horizontal = vec![false; width * height];
+    for y in 0..height {
+        let row = &mask[y * width..(y + 1) * width];
+        let mut prefix = vec![0u32; width + 1];
+        for x in 0..width {
+            prefix[x + 1] = prefix[x] + u32::from(row[x]);
+        }
+        for x in 0..width {
+            let low = x.saturating_sub(radius);
+            let high = (x + radius + 1).min(width);
+            horizontal[y * width + x] = prefix[high] > prefix[low];
+        }
+    }
+    let mut output = vec![false; width * height];
+    for x in 0..width {
+        let mut prefix = vec![0u32; height + 1];
+        for y in 0..height {
+            prefix[y + 1] = prefix[y] + u32::from(horizontal[y * width + x]);
+        }
+        for y in 0..height {
+            let low = y.saturating_sub(radius);
+            let high = (y + radius + 1).min(height);
+            output[y * width + x] = prefix[high] > prefix[low];
+        }
+    }
+    output
+}
+
+/// The splitmix64 generator (Steele, Lea and Flood 2014). Seeded from a key, it gives
+/// every pixel of every sweep its own stream, which is what keeps the fill independent
+/// of thread scheduling.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn keyed(key: &[u64]) -> SplitMix {
+        let mut state = 0x243F_6A88_85A3_08D3u64;
+        for &part in key {
+            state = mix64(state ^ part);
+        }
+        SplitMix(state)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        mix64(self.0)
+    }
+
+    /// A number in `0..bound`; `bound` must be positive.
+    fn below(&mut self, bound: usize) -> usize {
+        ((u128::from(self.next()) * bound as u128) >> 64) as usize
+    }
+}
+
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fixtures::*;
+    use image::{Luma, Rgba};
+    use proptest::prelude::*;
+
+    /// Helpers kept in a module of their own so the tests read as specifications.
+    mod fixtures {
+        use image::{GrayImage, Luma, Rgba, RgbaImage};
+
+        pub const MAGENTA: Rgba<u8> = Rgba([255, 0, 255, 255]);
+
+        pub fn rect_hole(width: u32, height: u32, x0: u32, y0: u32, w: u32, h: u32) -> GrayImage {
+            GrayImage::from_fn(width, height, |x, y| {
+                let inside = x >= x0 && x < x0 + w && y >= y0 && y < y0 + h;
+                Luma([if inside { 255 } else { 0 }])
+            })
+        }
+
+        /// A pseudo-random but reproducible texture, so patches are distinguishable.
+        pub fn noise_texture(width: u32, height: u32) -> RgbaImage {
+            RgbaImage::from_fn(width, height, |x, y| {
+                let h = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663)) % 251;
+                Rgba([h as u8, (x * 4 % 256) as u8, (y * 3 % 256) as u8, 255])
+            })
+        }
+
+        /// The image with the hole painted magenta, so any unfilled pixel stands out.
+        pub fn deface(image: &RgbaImage, hole: &GrayImage) -> RgbaImage {
+            let mut defaced = image.clone();
+            for (x, y, pixel) in defaced.enumerate_pixels_mut() {
+                if hole.get_pixel(x, y)[0] >= 128 {
+                    *pixel = MAGENTA;
+                }
+            }
+            defaced
+        }
+
+        pub fn assert_outside_unchanged(input: &RgbaImage, output: &RgbaImage, hole: &GrayImage) {
+            for (x, y, pixel) in output.enumerate_pixels() {
+                if hole.get_pixel(x, y)[0] < 128 {
+                    assert_eq!(
+                        pixel,
+                        input.get_pixel(x, y),
+                        "pixel ({x}, {y}) outside the hole changed"
+                    );
+                }
+            }
+        }
+
+        /// Mean absolute error over the hole, all channels.
+        pub fn hole_error(truth: &RgbaImage, output: &RgbaImage, hole: &GrayImage) -> f64 {
+            let mut total = 0.0;
+            let mut count = 0.0;
+            for (x, y, pixel) in output.enumerate_pixels() {
+                if hole.get_pixel(x, y)[0] >= 128 {
+                    let expected = truth.get_pixel(x, y);
+                    for channel in 0..4 {
+                        total += (f64::from(pixel[channel]) - f64::from(expected[channel])).abs();
+                        count += 1.0;
+                    }
+                }
+            }
+            total / count
+        }
+    }
+
+    fn fill(image: &RgbaImage, hole: &GrayImage) -> FillOutcome {
+        patchmatch_fill(image, hole, &PatchMatchParams::default()).expect("fill succeeds")
+    }
+
+    #[test]
+    fn same_seed_gives_identical_bytes_whatever_the_thread_count() {
+        let image = noise_texture(150, 110);
+        let hole = rect_hole(150, 110, 40, 30, 50, 35);
+        let params = PatchMatchParams {
+            seed: 42,
+            ..PatchMatchParams::default()
+        };
+        let first = patchmatch_fill(&image, &hole, &params).expect("fill succeeds");
+        let second = patchmatch_fill(&image, &hole, &params).expect("fill succeeds");
+        assert_eq!(first.image.as_raw(), second.image.as_raw());
+
+        let single = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a one-thread pool can be built");
+        let serial = single.install(|| patchmatch_fill(&image, &hole, &params).expect("fill succeeds"));
+        assert_eq!(first.image.as_raw(), serial.image.as_raw());
+
+        let other_seed = PatchMatchParams { seed: 43, ..params };
+        let different = patchmatch_fill(&image, &hole, &other_seed).expect("fill succeeds");
+        assert_ne!(first.image.as_raw(), different.image.as_raw(), "the seed has no effect");
+    }
+
+    #[test]
+    fn pixels_outside_the_hole_are_copied_exactly() {
+        let image = noise_texture(120, 100);
+        let hole = rect_hole(120, 100, 30, 20, 40, 30);
+        let defaced = deface(&image, &hole);
+        let outcome = fill(&defaced, &hole);
+        assert_eq!(outcome.filled_pixels, 40 * 30);
+        assert_outside_unchanged(&defaced, &outcome.image, &hole);
+        assert!(outcome.image.pixels().all(|pixel| *pixel != MAGENTA));
+    }
+
+    #[test]
+    fn empty_full_and_mismatched_masks() {
+        let image = noise_texture(32, 24);
+        let outcome = fill(&image, &GrayImage::new(32, 24));
+        assert_eq!(outcome.filled_pixels, 0);
+        assert_eq!(outcome.stats, FillStats::Unchanged);
+        assert_eq!(outcome.image, image);
+
+        let full = GrayImage::from_pixel(32, 24, Luma([200]));
+        let params = PatchMatchParams::default();
+        assert!(matches!(
+            patchmatch_fill(&image, &full, &params),
+            Err(FillError::NoSource)
+        ));
+
+        let wrong = GrayImage::new(24, 32);
+        assert!(matches!(
+            patchmatch_fill(&image, &wrong, &params),
+            Err(FillError::SizeMismatch {
+                width: 32,
+                height: 24,
+                mask_width: 24,
+                mask_height: 32
+            })
+        ));
+    }
+
+    #[test]
+    fn holes_touching_the_border_and_corners_are_filled() {
+        let image = noise_texture(96, 96);
+        let mut hole = rect_hole(96, 96, 0, 0, 20, 14);
+        for (x, y, value) in rect_hole(96, 96, 70, 40, 26, 30).enumerate_pixels() {
+            if value[0] >= 128 {
+                hole.put_pixel(x, y, Luma([255]));
+            }
+        }
+        let defaced = deface(&image, &hole);
+        let outcome = fill(&defaced, &hole);
+        assert_outside_unchanged(&defaced, &outcome.image, &hole);
+        assert!(outcome.image.pixels().all(|pixel| *pixel != MAGENTA));
+    }
+
+    #[test]
+    fn tiny_and_non_square_images_work() {
+        for (width, height) in [(64, 64), (200, 90), (90, 200), (9, 5)] {
+            let image = noise_texture(width, height);
+            let hole = rect_hole(width, height, width / 3, height / 3, width / 4 + 1, height / 4 + 1);
+            let defaced = deface(&image, &hole);
+            let outcome = fill(&defaced, &hole);
+            assert_outside_unchanged(&defaced, &outcome.image, &hole);
+            assert!(
+                outcome.image.pixels().all(|pixel| *pixel != MAGENTA),
+                "{width}x{height} left a hole pixel unfilled"
+            );
+        }
+    }
+
+    #[test]
+    fn falls_back_to_smaller_patches_when_no_full_patch_fits() {
+        // Only a two-pixel frame is known: no 9x9 or 5x5 patch fits outside the hole.
+        let image = noise_texture(20, 20);
+        let hole = rect_hole(20, 20, 2, 2, 16, 16);
+        let outcome = fill(&image, &hole);
+        let FillStats::PatchMatch { patch_size, .. } = outcome.stats else {
+            panic!("expected PatchMatch stats, got {:?}", outcome.stats);
+        };
+        assert!(patch_size < 5, "patch size {patch_size} cannot fit");
+        assert_outside_unchanged(&image, &outcome.image, &hole);
+
+        // A single known pixel still is a source.
+        let image = noise_texture(16, 16);
+        let mut lonely = GrayImage::from_pixel(16, 16, Luma([255]));
+        lonely.put_pixel(15, 0, Luma([0]));
+        let outcome = fill(&image, &lonely);
+        let corner = *image.get_pixel(15, 0);
+        assert!(outcome.image.pixels().all(|pixel| *pixel == corner));
+    }
+
+    fn stripes(width: u32, height: u32) -> RgbaImage {
+        RgbaImage::from_fn(width, height, |x, _| {
+            if x % 8 < 4 {
+                Rgba([30, 40, 200, 255])
+            } else {
+                Rgba([230, 210, 40, 255])
+            }
+        })
+    }
+
+    fn checkerboard(width: u32, height: u32) -> RgbaImage {
+        RgbaImage::from_fn(width, height, |x, y| {
+            if (x / 6 + y / 6) % 2 == 0 {
+                Rgba([20, 20, 20, 255])
+            } else {
+                Rgba([240, 240, 240, 255])
+            }
+        })
+    }
+
+    #[test]
+    fn continues_periodic_textures_far_better_than_telea() {
+        for (name, truth) in [("stripes", stripes(96, 80)), ("checkerboard", checkerboard(96, 80))] {
+            let hole = rect_hole(96, 80, 33, 25, 27, 23);
+            let patchmatch = fill(&deface(&truth, &hole), &hole);
+            let telea = super::super::telea_fill(&deface(&truth, &hole), &hole, 5).expect("telea runs");
+            let patchmatch_error = hole_error(&truth, &patchmatch.image, &hole);
+            let telea_error = hole_error(&truth, &telea.image, &hole);
+            assert!(
+                patchmatch_error < 2.0,
+                "{name}: PatchMatch error {patchmatch_error:.2} is too large"
+            );
+            assert!(
+                patchmatch_error * 10.0 < telea_error,
+                "{name}: PatchMatch error {patchmatch_error:.2} is not far below Telea's {telea_error:.2}"
+            );
+        }
+    }
+
+    #[test]
+    fn decay_tracks_the_exponential() {
+        let mut previous = f32::INFINITY;
+        for step in 0..40 {
+            let x = step as f32 * 0.25;
+            let value = decay(x);
+            assert!(value < previous, "decay is not decreasing at {x}");
+            assert!((value - (-x).exp()).abs() < 0.02, "decay({x}) = {value}");
+            previous = value;
+        }
+        assert_eq!(decay(0.0), 1.0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn random_masks_never_panic_and_keep_outside_pixels(
+            width in 1u32..=48,
+            height in 1u32..=48,
+            bits in proptest::collection::vec(any::<bool>(), 48 * 48),
+            blocky in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let image = noise_texture(width, height);
+            // Blocky masks group bits into 6x6 cells so large holes occur too.
+            let hole = GrayImage::from_fn(width, height, |x, y| {
+                let (bx, by) = if blocky { (x / 6, y / 6) } else { (x, y) };
+                Luma([if bits[(by * 48 + bx) as usize] { 255 } else { 0 }])
+            });
+            let params = PatchMatchParams { seed, ..PatchMatchParams::default() };
+            let full = hole.pixels().all(|p| p[0] >= 128);
+            match patchmatch_fill(&image, &hole, &params) {
+                Ok(outcome) => {
+                    prop_assert!(!full);
+                    assert_outside_unchanged(&image, &outcome.image, &hole);
+                }
+                Err(FillError::NoSource) => prop_assert!(full),
+                Err(other) => prop_assert!(false, "unexpected error {other}"),
+            }
+        }
+    }
+}

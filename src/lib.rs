@@ -1,0 +1,29 @@
+//! design-render: turns a design's base texture, an optional mask and a prompt into finished
+//! texture assets (composite, high-res, preview, normal and roughness maps).
+//!
+//! Code map (see ARCHITECTURE.md for the flow of one job):
+//! - [`config`]: environment → typed, validated [`config::Config`]; the only reader of env vars.
+//! - [`job`]: the wire payload and its validated domain types.
+//! - [`safety`]: raw prompt → [`safety::SafePrompt`] or a rejection.
+//! - [`assets`]: local files and SSRF-guarded downloads, under byte limits.
+//! - [`imaging`]: pure CPU image work (decode, mask, composite, resize, maps, encode, inpaint).
+//! - [`providers`]: the [`providers::ImageEditor`] port and its adapters.
+//! - [`storage`]: the [`storage::BlobStore`] port and its adapters.
+//! - [`store`]: the [`store::DesignStore`] port (Design rows) and its SQL adapters.
+//! - [`pipeline`]: the use case, [`pipeline::Pipeline::run`], and its error policy.
+//! - [`app`]: the composition root; [`cli`]: the command line; [`telemetry`]: logging.
+
+pub mod app;
+pub mod assets;
+pub mod budget;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod imaging;
+pub mod job;
+pub mod pipeline;
+pub mod providers;
+pub mod safety;
+pub mod storage;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,391 @@
+//! The render use case: one job from PROCESSING to COMPLETED, as a readable list of steps.
+//!
+//! The pipeline sees only ports (`ImageEditor`, `BlobStore`, `DesignStore`) and pure modules; it
+//! never names an adapter, a queue or a database driver. The CLI and the queue worker both call
+//! [`Pipeline::run`]; what differs between them (local files allowed or not, how the Design row
+//! is found) is decided when the pipeline is built.
+
+pub mod error;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use image::{GrayImage, RgbaImage};
+use serde::Serialize;
+
+pub use error::{Disposition, RenderError};
+
+use crate::assets::{AssetLoader, AssetRole};
+use crate::config::ImagingConfig;
+use crate::imaging::{self, AssetSpec, RenderedAssets, codec};
+use crate::job::{AssetRef, RenderRequest};
+use crate::providers::{EditRequest, ImageEditor};
+use crate::safety::{self, SafetyPolicy};
+use crate::storage::{AssetKind, BlobStore, StorageKey};
+use crate::store::{CompletedRender, DesignStore, FailedRender};
+
+/// The steps of one render, in order, for progress reporting and timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    MarkProcessing,
+    SanitizePrompt,
+    Download,
+    Inpaint,
+    Postprocess,
+    Upload,
+    Record,
+}
+
+impl Step {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::MarkProcessing => "marking the design PROCESSING",
+            Self::SanitizePrompt => "sanitising the prompt",
+            Self::Download => "loading the base texture and mask",
+            Self::Inpaint => "inpainting",
+            Self::Postprocess => "compositing and building outputs",
+            Self::Upload => "uploading assets",
+            Self::Record => "recording the result",
+        }
+    }
+}
+
+/// Receives step notifications (the CLI draws progress from them).
+pub trait Progress: Send + Sync {
+    fn started(&self, step: Step);
+}
+
+/// A progress sink that ignores everything.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn started(&self, _step: Step) {}
+}
+
+/// Settings the pipeline needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub decode_limits: codec::DecodeLimits,
+    pub imaging: ImagingConfig,
+    /// Longest prompt passed to a provider, in characters.
+    pub prompt_max_chars: usize,
+}
+
+/// Everything one render needs, wired once at start-up.
+pub struct Pipeline {
+    pub assets: AssetLoader,
+    pub editor: Arc<dyn ImageEditor>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub designs: Arc<dyn DesignStore>,
+    pub safety: SafetyPolicy,
+    pub settings: PipelineSettings,
+}
+
+/// The result of a completed render: what `render --json` prints and what a queued job returns.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderOutput {
+    pub design_id: String,
+    pub tenant_id: String,
+    pub status: &'static str,
+    pub composite_texture_url: String,
+    pub preview_url: String,
+    pub high_res_url: String,
+    pub cost_tokens: i32,
+    pub cost_cents: i32,
+    pub metadata: serde_json::Value,
+}
+
+/// Per-step wall time in milliseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Timings {
+    started_at: String,
+    finished_at: String,
+    mark_processing_ms: u64,
+    sanitize_prompt_ms: u64,
+    download_ms: u64,
+    decode_ms: u64,
+    inpaint_ms: u64,
+    postprocess_ms: u64,
+    upload_ms: u64,
+    total_ms: u64,
+}
+
+impl Pipeline {
+    /// Runs steps 2–9 of the job flow for one request. On error nothing is recorded as FAILED:
+    /// only the caller knows whether this was the last attempt (see [`Pipeline::record_failure`]).
+    pub async fn run(&self, request: &RenderRequest, progress: &dyn Progress) -> Result<RenderOutput, RenderError> {
+        let started_at = Utc::now();
+        let started = Instant::now();
+        let mut timings = Timings::default();
+        let design = &request.design_id;
+        let tenant = &request.tenant_id;
+
+        progress.started(Step::MarkProcessing);
+        let step = Instant::now();
+        self.designs.mark_processing(design, tenant).await?;
+        timings.mark_processing_ms = elapsed_ms(step);
+
+        progress.started(Step::SanitizePrompt);
+        let step = Instant::now();
+        let sanitized = safety::sanitize(request.prompt.as_str(), &self.safety, self.settings.prompt_max_chars)?;
+        timings.sanitize_prompt_ms = elapsed_ms(step);
+
+        progress.started(Step::Download);
+        let step = Instant::now();
+        let (base_bytes, mask_bytes) =
+            tokio::try_join!(self.load(&request.base_texture, AssetRole::BaseTexture), async {
+                match &request.mask {
+                    Some(mask) => self.load(mask, AssetRole::Mask).await.map(Some),
+                    None => Ok(None),
+                }
+            })?;
+        timings.download_ms = elapsed_ms(step);
+        let step = Instant::now();
+        let (base, mask) = self.decode_inputs(base_bytes, mask_bytes).await?;
+        timings.decode_ms = elapsed_ms(step);
+
+        progress.started(Step::Inpaint);
+        let step = Instant::now();
+        let edit = self
+            .editor
+            .edit(EditRequest {
+                image: &base,
+                mask: mask.as_ref(),
+                prompt: &sanitized.prompt,
+                size: request.options.size,
+                quality: request.options.quality,
+            })
+            .await?;
+        timings.inpaint_ms = elapsed_ms(step);
+
+        progress.started(Step::Postprocess);
+        let step = Instant::now();
+        let spec = AssetSpec {
+            high_res: (request.options.size.width(), request.options.size.height()),
+            preview: self.settings.imaging.preview_size,
+            normal_map: request.options.normal_map,
+            roughness_map: request.options.roughness_map,
+            normal_strength: self.settings.imaging.normal_strength,
+        };
+        let feather_radius = self.settings.imaging.feather_radius;
+        let mask_coverage = mask.as_ref().map(imaging::coverage);
+        let base_size = base.dimensions();
+        let generated = edit.image;
+        let assets = blocking(move || {
+            let composite = composite(&base, generated, mask.as_ref(), feather_radius);
+            imaging::render_assets(&composite, &spec)
+        })
+        .await??;
+        timings.postprocess_ms = elapsed_ms(step);
+
+        let sizes = serde_json::json!({
+            "base": [base_size.0, base_size.1],
+            "composite": [assets.composite.width, assets.composite.height],
+            "highRes": [assets.high_res.width, assets.high_res.height],
+            "preview": [assets.preview.width, assets.preview.height],
+            "bytes": {
+                "composite": assets.composite.png.len(),
+                "highRes": assets.high_res.png.len(),
+                "preview": assets.preview.png.len(),
+                "normalMap": assets.normal_map.as_ref().map(|a| a.png.len()),
+                "roughnessMap": assets.roughness_map.as_ref().map(|a| a.png.len()),
+            },
+        });
+        let postprocess_timings = assets.timings;
+
+        progress.started(Step::Upload);
+        let step = Instant::now();
+        let urls = self.upload(request, assets).await?;
+        timings.upload_ms = elapsed_ms(step);
+
+        progress.started(Step::Record);
+        let step = Instant::now();
+        let cost_tokens = i32::try_from(edit.usage.total()).unwrap_or(i32::MAX);
+        let cost_cents = i32::try_from(edit.cost_micro_usd.div_ceil(10_000)).unwrap_or(i32::MAX);
+        let finished_at = Utc::now();
+        timings.started_at = timestamp(started_at);
+        timings.finished_at = timestamp(finished_at);
+        timings.total_ms = elapsed_ms(started);
+        let metadata = serde_json::json!({
+            "provider": edit.provider,
+            "promptUsed": self.editor.uses_prompt(),
+            "providerDetails": edit.details,
+            "usage": edit.usage,
+            "normalMapUrl": urls.normal_map,
+            "roughnessMapUrl": urls.roughness_map,
+            "prompt": {
+                "truncated": sanitized.truncated,
+                "redactions": sanitized.redactions.len(),
+                "injectionFlags": sanitized.injection_flags,
+            },
+            "sizes": sizes,
+            "maskCoverage": mask_coverage,
+            "postprocess": postprocess_timings,
+            "timings": timings,
+        });
+        let metadata = strip_nulls(metadata);
+        let completed = CompletedRender {
+            composite_texture_url: urls.composite.to_string(),
+            preview_url: urls.preview.to_string(),
+            high_res_url: urls.high_res.to_string(),
+            cost_tokens,
+            cost_cents,
+            metadata: metadata.clone(),
+        };
+        self.designs.mark_completed(design, tenant, &completed).await?;
+        let mut metadata = metadata;
+        if let Some(timings) = metadata.get_mut("timings").and_then(serde_json::Value::as_object_mut) {
+            // Known only after the row is written, so it is reported but not stored.
+            timings.insert("recordMs".into(), elapsed_ms(step).into());
+        }
+        Ok(RenderOutput {
+            design_id: design.to_string(),
+            tenant_id: tenant.to_string(),
+            status: "COMPLETED",
+            composite_texture_url: completed.composite_texture_url,
+            preview_url: completed.preview_url,
+            high_res_url: completed.high_res_url,
+            cost_tokens,
+            cost_cents,
+            metadata,
+        })
+    }
+
+    /// Marks the design FAILED with the error's code and message. Call it once, when no attempt
+    /// is left or the error is permanent.
+    pub async fn record_failure(
+        &self,
+        request: &RenderRequest,
+        error: &RenderError,
+    ) -> Result<(), crate::store::StoreError> {
+        let failure = FailedRender {
+            code: error.code(),
+            message: error.to_string(),
+            cost_tokens: 0,
+            cost_cents: 0,
+        };
+        self.designs
+            .mark_failed(&request.design_id, &request.tenant_id, &failure)
+            .await
+    }
+
+    async fn load(&self, asset: &AssetRef, role: AssetRole) -> Result<Vec<u8>, RenderError> {
+        Ok(self.assets.load(asset, role).await?)
+    }
+
+    /// Decodes base and mask concurrently on the blocking pool, then turns the mask into a
+    /// coverage plane the size of the base.
+    async fn decode_inputs(
+        &self,
+        base: Vec<u8>,
+        mask: Option<Vec<u8>>,
+    ) -> Result<(RgbaImage, Option<GrayImage>), RenderError> {
+        let limits = self.settings.decode_limits;
+        let decode = |bytes: Vec<u8>, field: &'static str| {
+            blocking(move || codec::decode_rgba(&bytes, limits).map_err(|source| RenderError::Decode { field, source }))
+        };
+        let base = decode(base, AssetRole::BaseTexture.field());
+        let mask = async {
+            match mask {
+                Some(bytes) => decode(bytes, AssetRole::Mask.field()).await?.map(Some),
+                None => Ok(None),
+            }
+        };
+        let (base, mask) = tokio::try_join!(async { base.await? }, mask)?;
+        let mask = match mask {
+            Some(mask) => {
+                let (width, height) = base.dimensions();
+                Some(blocking(move || imaging::mask_plane(&mask, width, height)).await?)
+            }
+            None => None,
+        };
+        Ok((base, mask))
+    }
+
+    /// Uploads every encoded asset concurrently, moving the buffers into the store.
+    async fn upload(&self, request: &RenderRequest, assets: RenderedAssets) -> Result<UploadedUrls, RenderError> {
+        let put = |kind: AssetKind, png: Vec<u8>| {
+            let key = StorageKey::for_asset(&request.tenant_id, &request.design_id, kind, &png);
+            let blobs = Arc::clone(&self.blobs);
+            async move { blobs.put(&key, png, "image/png").await }
+        };
+        let optional = |kind, asset: Option<imaging::EncodedImage>| {
+            let upload = asset.map(|asset| put(kind, asset.png));
+            async move {
+                match upload {
+                    Some(upload) => upload.await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        };
+        let (composite, high_res, preview, normal_map, roughness_map) = tokio::try_join!(
+            put(AssetKind::Composite, assets.composite.png),
+            put(AssetKind::HighRes, assets.high_res.png),
+            put(AssetKind::Preview, assets.preview.png),
+            optional(AssetKind::NormalMap, assets.normal_map),
+            optional(AssetKind::RoughnessMap, assets.roughness_map),
+        )?;
+        Ok(UploadedUrls {
+            composite,
+            high_res,
+            preview,
+            normal_map,
+            roughness_map,
+        })
+    }
+}
+
+struct UploadedUrls {
+    composite: url::Url,
+    high_res: url::Url,
+    preview: url::Url,
+    normal_map: Option<url::Url>,
+    roughness_map: Option<url::Url>,
+}
+
+/// Brings the provider's image to the base's size and blends it in through the feathered mask.
+/// Without a mask the whole image is the provider's.
+fn composite(base: &RgbaImage, generated: RgbaImage, mask: Option<&GrayImage>, feather_radius: u32) -> RgbaImage {
+    let (width, height) = base.dimensions();
+    let generated = if generated.dimensions() == (width, height) {
+        generated
+    } else {
+        imaging::resize::resize_rgba(&generated, width, height)
+    };
+    match mask {
+        Some(mask) => imaging::composite::blend(base, &generated, &imaging::composite::feather(mask, feather_radius)),
+        None => generated,
+    }
+}
+
+/// Runs CPU work on the blocking pool inside the current tracing span, turning a panic into an
+/// error instead of taking the process down.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, RenderError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .map_err(|error| RenderError::Internal(format!("image task failed: {error}")))
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Drops `null` members of objects so optional outputs are absent rather than null.
+fn strip_nulls(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, strip_nulls(v)))
+            .collect(),
+        other => other,
+    }
+}

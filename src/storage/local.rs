@@ -1,0 +1,111 @@
+//! Local-disk storage under `STORAGE_DIR`.
+//!
+//! Writes go to a temporary file in the target directory and are renamed into place, so a reader
+//! never sees half a PNG and a crash leaves no truncated asset behind.
+
+use std::path::{Path, PathBuf};
+
+use super::{BlobStore, StorageError, StorageKey};
+
+pub struct LocalStore {
+    root: PathBuf,
+    public_base: Option<url::Url>,
+}
+
+impl LocalStore {
+    /// Creates the root if needed. URLs are `public_base + key` when a base is given, otherwise
+    /// `file://` URLs of the written files.
+    pub fn new(root: &Path, public_base: Option<url::Url>) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        Ok(Self {
+            root: root.canonicalize()?,
+            public_base,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, key: &StorageKey) -> PathBuf {
+        // StorageKey admits only plain segments, so the join stays under the root.
+        key.as_str()
+            .split('/')
+            .fold(self.root.clone(), |path, segment| path.join(segment))
+    }
+
+    fn url_of(&self, key: &StorageKey, path: &Path) -> Result<url::Url, StorageError> {
+        let url = match &self.public_base {
+            Some(base) => base.join(key.as_str()).ok(),
+            None => url::Url::from_file_path(path).ok(),
+        };
+        url.ok_or_else(|| StorageError::Rejected {
+            key: key.clone(),
+            reason: "cannot express the location as a URL".into(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for LocalStore {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn put(
+        &self,
+        key: &StorageKey,
+        bytes: Vec<u8>,
+        _content_type: &'static str,
+    ) -> Result<url::Url, StorageError> {
+        let path = self.path_of(key);
+        let io_error = |source| StorageError::Io {
+            key: key.clone(),
+            source,
+        };
+        let directory = path.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&directory).await.map_err(io_error)?;
+        let temporary = directory.join(format!(
+            ".{}.{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("asset"),
+            std::process::id()
+        ));
+        tokio::fs::write(&temporary, &bytes).await.map_err(io_error)?;
+        if let Err(source) = tokio::fs::rename(&temporary, &path).await {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            return Err(io_error(source));
+        }
+        self.url_of(key, &path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_under_the_root_and_returns_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path(), None).unwrap();
+        let key = StorageKey::parse("renders/t/d/preview-00.png").unwrap();
+        let url = store.put(&key, b"png".to_vec(), "image/png").await.unwrap();
+        let path = url.to_file_path().unwrap();
+        assert!(path.starts_with(store.root()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"png");
+        // Rewriting the same key replaces the object and leaves no temporary file behind.
+        store.put(&key, b"png2".to_vec(), "image/png").await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"png2");
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+
+        let public = LocalStore::new(
+            dir.path(),
+            Some(url::Url::parse("https://cdn.example.com/assets/").unwrap()),
+        )
+        .unwrap();
+        let url = public.put(&key, b"png".to_vec(), "image/png").await.unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://cdn.example.com/assets/renders/t/d/preview-00.png"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The Design-record port: status transitions of one Design row.
+//!
+//! The schema is the backend's Prisma `Design` model (table `"Design"`, camelCase columns, the
+//! `DesignStatus` enum) plus the render columns. Adapters: PostgreSQL (shared with the backend)
+//! and SQLite (embedded, for the one-shot CLI). Only this module tree contains SQL.
+
+pub mod postgres;
+pub mod sqlite;
+
+use crate::job::{DesignId, TenantId};
+
+/// Status values, spelled as in the `DesignStatus` enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DesignStatus {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl DesignStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Processing => "PROCESSING",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "PENDING" => Self::Pending,
+            "PROCESSING" => Self::Processing,
+            "COMPLETED" => Self::Completed,
+            "FAILED" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// What to do when the Design row does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingDesign {
+    /// Create it (the one-shot CLI, where nobody else made the row).
+    Create,
+    /// Fail permanently (the queue worker: the backend creates rows before enqueueing).
+    Reject,
+}
+
+/// The columns written when a render completes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletedRender {
+    pub composite_texture_url: String,
+    pub preview_url: String,
+    pub high_res_url: String,
+    pub cost_tokens: i32,
+    pub cost_cents: i32,
+    /// Merged into the row's existing `metadata` object (top-level keys replaced).
+    pub metadata: serde_json::Value,
+}
+
+/// The columns written when a render fails for good.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedRender {
+    pub code: &'static str,
+    pub message: String,
+    /// Cost already spent on paid calls before the failure.
+    pub cost_tokens: i32,
+    pub cost_cents: i32,
+}
+
+/// A Design row as this worker sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesignRow {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub status: DesignStatus,
+    pub composite_texture_url: Option<String>,
+    pub preview_url: Option<String>,
+    pub high_res_url: Option<String>,
+    pub cost_tokens: i32,
+    pub cost_cents: i32,
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No row with this id for this tenant (it does not exist, or another tenant owns it).
+    #[error("design `{design}` was not found for tenant `{tenant}`")]
+    NotFound { design: DesignId, tenant: TenantId },
+    /// The database could not be reached or failed; retrying later may work.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The schema is not what we need (missing column with RUN_MIGRATIONS=false, bad type).
+    #[error("database schema problem: {0}")]
+    Schema(String),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+
+    fn from_sqlx(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("42")) => {
+                Self::Schema(error.to_string())
+            }
+            sqlx::Error::ColumnNotFound(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::TypeNotFound { .. } => {
+                Self::Schema(error.to_string())
+            }
+            _ => Self::Unavailable(error.to_string()),
+        }
+    }
+}
+
+/// Status transitions of Design rows.
+#[async_trait::async_trait]
+pub trait DesignStore: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Sets PROCESSING. Fails with [`StoreError::NotFound`] when the row is missing (and the store
+    /// was built with [`MissingDesign::Reject`]) or belongs to another tenant.
+    async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError>;
+
+    /// Sets COMPLETED with URLs, cost and metadata.
+    async fn mark_completed(
+        &self,
+        design: &DesignId,
+        tenant: &TenantId,
+        render: &CompletedRender,
+    ) -> Result<(), StoreError>;
+
+    /// Sets FAILED with the reason (kept in `metadata.error`).
+    async fn mark_failed(&self, design: &DesignId, tenant: &TenantId, failure: &FailedRender)
+    -> Result<(), StoreError>;
+
+    /// Reads one row regardless of tenant (diagnostics and tests).
+    async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError>;
+}
+
+/// The render columns this worker needs beyond Prisma's base model, with their SQL types for
+/// (PostgreSQL, SQLite). Migrations add exactly the missing ones.
+pub(crate) const RENDER_COLUMNS: &[(&str, &str, &str)] = &[
+    ("tenantId", "TEXT", "TEXT"),
+    ("metadata", "JSONB", "TEXT"),
+    ("compositeTextureUrl", "TEXT", "TEXT"),
+    ("previewUrl", "TEXT", "TEXT"),
+    ("highResUrl", "TEXT", "TEXT"),
+    ("costTokens", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
+    ("costCents", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+fn failure_metadata(failure: &FailedRender) -> serde_json::Value {
+    serde_json::json!({
+        "error": {
+            "code": failure.code,
+            "message": failure.message,
+            "failedAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    })
+}

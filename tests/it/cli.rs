@@ -1,0 +1,229 @@
+//! The `render` command end to end, as a user runs it: the real binary, the committed examples,
+//! a temporary SQLite database and storage directory.
+
+use std::process::{Command, Output};
+
+use design_render::imaging::codec::{self, DecodeLimits};
+use design_render::job::DesignId;
+use design_render::store::sqlite::SqliteDesignStore;
+use design_render::store::{DesignStatus, DesignStore, MissingDesign};
+
+use super::helpers::project_file;
+
+const LIMITS: DecodeLimits = DecodeLimits {
+    max_dimension: 8192,
+    max_pixels: 1 << 26,
+};
+
+fn render(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_design-render"))
+        .arg("render")
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("STORAGE_DIR", dir.join("storage"))
+        .env("DATABASE_URL", format!("sqlite://{}", dir.join("renders.db").display()))
+        .output()
+        .expect("binary runs")
+}
+
+fn dimensions_of(url: &str) -> (u32, u32) {
+    let path = url::Url::parse(url).expect("URL").to_file_path().expect("file URL");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{} unreadable: {e}", path.display()));
+    let header = codec::probe(&bytes, LIMITS).expect("PNG header");
+    (header.width, header.height)
+}
+
+#[tokio::test]
+async fn render_json_writes_every_asset_and_completes_the_sqlite_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = project_file("examples/base.png");
+    let mask = project_file("examples/mask.png");
+    let output = render(
+        dir.path(),
+        &[
+            "--base",
+            base.to_str().unwrap(),
+            "--mask",
+            mask.to_str().unwrap(),
+            "--prompt",
+            "weathered red brick",
+            "--design-id",
+            "cli-test-1",
+            "--tenant-id",
+            "tenant-a",
+            "--size",
+            "1024x768",
+            "--normal-map",
+            "--roughness-map",
+            "--json",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    assert_eq!(stdout.trim().lines().count(), 1, "exactly one line of JSON: {stdout}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(json["designId"], "cli-test-1");
+    assert_eq!(json["status"], "COMPLETED");
+    assert_eq!(json["costTokens"], 0);
+    assert_eq!(json["costCents"], 0);
+    assert_eq!(json["metadata"]["provider"], "builtin");
+    assert_eq!(json["metadata"]["promptUsed"], false);
+    assert!(json["metadata"]["timings"]["startedAt"].is_string());
+    assert!(json["metadata"]["timings"]["inpaintMs"].is_u64());
+
+    let url = |key: &str| json[key].as_str().unwrap_or_else(|| panic!("{key} missing")).to_owned();
+    assert_eq!(dimensions_of(&url("compositeTextureUrl")), (512, 512));
+    assert_eq!(dimensions_of(&url("highResUrl")), (1024, 768));
+    assert_eq!(dimensions_of(&url("previewUrl")), (512, 512));
+    let normal = json["metadata"]["normalMapUrl"].as_str().expect("normal map URL");
+    let roughness = json["metadata"]["roughnessMapUrl"].as_str().expect("roughness map URL");
+    assert_eq!(dimensions_of(normal), (1024, 768));
+    assert_eq!(dimensions_of(roughness), (1024, 768));
+    // Every asset lives under STORAGE_DIR.
+    let storage = dir.path().join("storage").canonicalize().unwrap();
+    for asset in [url("compositeTextureUrl"), url("previewUrl"), normal.to_owned()] {
+        assert!(
+            url::Url::parse(&asset)
+                .unwrap()
+                .to_file_path()
+                .unwrap()
+                .starts_with(&storage),
+            "{asset}"
+        );
+    }
+
+    let store = SqliteDesignStore::open(&dir.path().join("renders.db"), MissingDesign::Reject)
+        .await
+        .expect("db");
+    let row = store
+        .get(&DesignId::parse("cli-test-1").unwrap())
+        .await
+        .expect("query")
+        .expect("row exists");
+    assert_eq!(row.status, DesignStatus::Completed);
+    assert_eq!(row.tenant_id.as_deref(), Some("tenant-a"));
+    assert_eq!(
+        row.composite_texture_url.as_deref(),
+        Some(url("compositeTextureUrl").as_str())
+    );
+    assert_eq!(row.preview_url.as_deref(), Some(url("previewUrl").as_str()));
+    assert_eq!(row.high_res_url.as_deref(), Some(url("highResUrl").as_str()));
+    assert_eq!(row.metadata.expect("metadata")["normalMapUrl"], normal);
+}
+
+#[test]
+fn composite_keeps_base_pixels_outside_the_feathered_mask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = project_file("examples/base.png");
+    let mask = project_file("examples/mask.png");
+    let output = render(
+        dir.path(),
+        &[
+            "--base",
+            base.to_str().unwrap(),
+            "--mask",
+            mask.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--size",
+            "64x64",
+            "--json",
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let composite_path = url::Url::parse(json["compositeTextureUrl"].as_str().unwrap())
+        .unwrap()
+        .to_file_path()
+        .unwrap();
+    let composite = codec::decode_rgba(&std::fs::read(composite_path).unwrap(), LIMITS).unwrap();
+    let original = codec::decode_rgba(&std::fs::read(&base).unwrap(), LIMITS).unwrap();
+    let mask_plane = codec::decode_rgba(&std::fs::read(&mask).unwrap(), LIMITS).unwrap();
+    let (mut kept, mut changed_inside) = (0, 0);
+    for (x, y, pixel) in composite.enumerate_pixels() {
+        // Farther than twice the feather radius (4) from any masked pixel: must be identical.
+        let near_mask = (x.saturating_sub(9)..(x + 10).min(512))
+            .any(|mx| (y.saturating_sub(9)..(y + 10).min(512)).any(|my| mask_plane.get_pixel(mx, my)[0] > 0));
+        if !near_mask {
+            assert_eq!(pixel, original.get_pixel(x, y), "({x},{y}) changed outside the mask");
+            kept += 1;
+        } else if mask_plane.get_pixel(x, y)[0] == 255 && pixel != original.get_pixel(x, y) {
+            changed_inside += 1;
+        }
+    }
+    assert!(kept > 150_000, "only {kept} pixels checked");
+    assert!(
+        changed_inside > 1000,
+        "the fill changed only {changed_inside} masked pixels"
+    );
+}
+
+#[test]
+fn user_errors_exit_non_zero_with_one_line_naming_the_cause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = project_file("examples/base.png");
+    let output = render(
+        dir.path(),
+        &["--base", base.to_str().unwrap(), "--prompt", "x", "--size", "10x10"],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).expect("utf-8");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("renderOptions.size"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let missing = render(dir.path(), &["--base", "does-not-exist.png", "--prompt", "x"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8(missing.stderr).expect("utf-8");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("baseTextureUrl") && stderr.contains("does-not-exist.png"),
+        "{stderr}"
+    );
+
+    let not_an_image = dir.path().join("notes.txt");
+    std::fs::write(&not_an_image, "hello").unwrap();
+    let garbage = render(dir.path(), &["--base", not_an_image.to_str().unwrap(), "--prompt", "x"]);
+    assert_eq!(garbage.status.code(), Some(1));
+    let stderr = String::from_utf8(garbage.stderr).expect("utf-8");
+    assert!(
+        stderr.contains("`baseTextureUrl` is not a PNG, JPEG or WebP image"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn job_file_uses_the_queue_payload_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = serde_json::json!({
+        "designId": "from-job-file",
+        "prompt": "moss between bricks",
+        "baseTextureUrl": project_file("examples/base.png").to_str().unwrap(),
+        "maskUrl": format!("file://{}", project_file("examples/mask.png").display()),
+        "tenantId": "tenant-b",
+        "renderOptions": {"size": "256x256", "generateRoughnessMap": true}
+    });
+    let job_path = dir.path().join("job.json");
+    std::fs::write(&job_path, job.to_string()).unwrap();
+    let output = render(dir.path(), &["--job", job_path.to_str().unwrap(), "--json"]);
+    assert!(
+        output.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json["designId"], "from-job-file");
+    assert!(json["metadata"]["roughnessMapUrl"].is_string());
+    assert!(json["metadata"].get("normalMapUrl").is_none());
+    assert_eq!(dimensions_of(json["highResUrl"].as_str().unwrap()), (256, 256));
+}

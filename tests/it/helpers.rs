@@ -1,0 +1,49 @@
+//! Shared test fixtures: images, configurations and a pipeline on temporary storage.
+
+use std::path::Path;
+
+use design_render::app::{self, Mode};
+use design_render::config::{AllowedHost, Config, PrivateHostPolicy};
+use design_render::pipeline::Pipeline;
+
+/// Installs the TLS provider reqwest needs; harmless when already installed.
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn project_file(relative: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A small opaque PNG with a gradient.
+pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbaImage::from_fn(width, height, |x, y| {
+        image::Rgba([(x * 255 / width) as u8, (y * 255 / height) as u8, 128, 255])
+    });
+    design_render::imaging::codec::encode_rgba_png(&image).expect("encode")
+}
+
+/// A mask PNG with a white square in the middle.
+pub fn square_mask_png(width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbaImage::from_fn(width, height, |x, y| {
+        let inside = x > width / 3 && x < 2 * width / 3 && y > height / 3 && y < 2 * height / 3;
+        let v = if inside { 255 } else { 0 };
+        image::Rgba([v, v, v, 255])
+    });
+    design_render::imaging::codec::encode_rgba_png(&image).expect("encode")
+}
+
+/// A configuration rooted in `dir` that may download from 127.0.0.1 only.
+pub fn config_allowing_loopback(dir: &Path) -> Config {
+    let mut config = Config::for_tests(dir);
+    config.assets.private_hosts = PrivateHostPolicy::Allow(vec![AllowedHost::Network {
+        addr: "127.0.0.1".parse().expect("address"),
+        prefix: 32,
+    }]);
+    config
+}
+
+pub async fn pipeline(config: &Config, mode: Mode) -> Pipeline {
+    init();
+    app::build_pipeline(config, mode).await.expect("pipeline builds")
+}

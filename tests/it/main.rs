@@ -1,0 +1,6 @@
+//! The single integration-test binary (one link step for every suite).
+
+mod architecture;
+mod cli;
+mod download;
+mod helpers;

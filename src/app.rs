@@ -8,10 +8,17 @@ use anyhow::Context;
 
 use crate::assets::{AssetLoader, LocalFiles};
 use crate::config::{Config, DatabaseConfig};
+use crate::config::{ProviderConfig, ProviderKind};
 use crate::imaging::codec::DecodeLimits;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::providers::ImageEditor;
+use crate::providers::breaker::{BreakerSettings, CircuitBreaker, Clock, SystemClock};
+use crate::providers::breakered::Breakered;
 use crate::providers::builtin::BuiltinFill;
+use crate::providers::dry_run::DryRunEditor;
+use crate::providers::fallback::FallbackChain;
+use crate::providers::local_diffusion::{LocalDiffusionEditor, LocalDiffusionSettings};
+use crate::providers::openai::{OpenAiEditor, OpenAiSettings};
 use crate::safety::SafetyPolicy;
 use crate::storage::BlobStore;
 use crate::storage::local::LocalStore;
@@ -34,6 +41,11 @@ pub enum Mode {
 /// Builds the pipeline for a mode. Performs the IO checks (database reachable and migrated,
 /// storage directory writable) so a misconfiguration fails before the first job.
 pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipeline> {
+    build_pipeline_with_clock(config, mode, Arc::new(SystemClock)).await
+}
+
+/// [`build_pipeline`] with the clock the circuit breakers use (tests pass a `ManualClock`).
+pub async fn build_pipeline_with_clock(config: &Config, mode: Mode, clock: Arc<dyn Clock>) -> anyhow::Result<Pipeline> {
     let (local_files, missing) = match mode {
         Mode::OneShot => (LocalFiles::Allow, MissingDesign::Create),
         Mode::Queue => (LocalFiles::Refuse, MissingDesign::Reject),
@@ -50,7 +62,7 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
                     url: url.expose(),
                     schema: None,
                     max_connections: 8,
-                    run_migrations: true,
+                    run_migrations: config.run_migrations,
                 },
                 missing,
             )
@@ -62,7 +74,16 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
         LocalStore::new(&config.storage_dir, config.public_base_url.clone())
             .with_context(|| format!("preparing STORAGE_DIR {}", config.storage_dir.display()))?,
     );
-    let editor: Arc<dyn ImageEditor> = Arc::new(BuiltinFill::default());
+    let providers = build_editor(&config.providers, clock)?;
+    let editor = providers.editor;
+    let safety = match &config.providers.prompt_blocklist {
+        None => SafetyPolicy::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading PROMPT_BLOCKLIST {}", path.display()))?;
+            SafetyPolicy::with_extra_blocklist(&text).with_context(|| format!("PROMPT_BLOCKLIST {}", path.display()))?
+        }
+    };
     let assets =
         AssetLoader::new(config.assets.clone(), local_files).context("building the HTTP client for asset downloads")?;
     Ok(Pipeline {
@@ -70,14 +91,180 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
         editor,
         blobs,
         designs,
-        safety: SafetyPolicy::default(),
+        safety,
         settings: PipelineSettings {
             decode_limits: DecodeLimits {
                 max_dimension: config.assets.max_dimension,
                 max_pixels: config.assets.max_pixels,
             },
             imaging: config.imaging.clone(),
-            prompt_max_chars: DEFAULT_PROMPT_MAX_CHARS,
+            prompt_max_chars: providers.prompt_max_chars,
         },
+    })
+}
+
+/// Builds the queue worker: the pipeline in [`Mode::Queue`], Redis tenant leases (limits from
+/// `DEFAULT_TENANT_CONCURRENCY`, `TENANT_CONCURRENCY_FILE` and `TENANT_CONCURRENCY_OVERRIDES`,
+/// the env winning) and the event sinks (Redis PUBLISH, plus the webhook when enabled).
+pub async fn build_worker(config: &Config) -> anyhow::Result<crate::worker::RenderWorker> {
+    use crate::events::{EventSink, Fanout, redis_pubsub::RedisPublisher, webhook::WebhookSink};
+    use crate::tenancy::{RedisTenantLimiter, TenantLimits};
+
+    let pipeline = build_pipeline(config, Mode::Queue).await?;
+    let connection = crate::queue::redis_connection(&config.redis)
+        .await
+        .context("connecting to Redis (REDIS_URL or REDIS_HOST/REDIS_PORT)")?;
+    let mut overrides = match &config.queue.tenant_overrides_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading TENANT_CONCURRENCY_FILE {}", path.display()))?;
+            crate::config::parse_tenant_limits(&text)
+                .map_err(|problem| anyhow::anyhow!("TENANT_CONCURRENCY_FILE {}: {problem}", path.display()))?
+        }
+        None => Default::default(),
+    };
+    overrides.extend(config.queue.tenant_overrides.clone());
+    let limiter = Arc::new(RedisTenantLimiter::new(
+        connection.clone(),
+        &config.queue.prefix,
+        &config.queue.name,
+        TenantLimits {
+            default: config.default_tenant_concurrency,
+            overrides,
+        },
+        config.queue.tenant_lease,
+    ));
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(RedisPublisher::new(connection))];
+    if let Some(webhook) = &config.queue.webhook {
+        sinks.push(Arc::new(
+            WebhookSink::new(webhook.url.clone(), webhook.secret.clone()).context("building the webhook client")?,
+        ));
+    }
+    Ok(crate::worker::RenderWorker {
+        pipeline,
+        limiter,
+        events: Arc::new(Fanout { sinks }),
+    })
+}
+
+/// The editor the pipeline calls, and the longest prompt any provider in it accepts.
+pub struct ProviderSetup {
+    pub editor: Arc<dyn ImageEditor>,
+    /// The provider names in order, for the start-up log.
+    pub order: Vec<&'static str>,
+    pub prompt_max_chars: usize,
+}
+
+/// Chooses and wires the providers (issue 5):
+/// - `DRY_RUN_MODE=true`: the built-in fill behind the dry-run adapter, which reports what the
+///   OpenAI call would have cost; no paid provider is built.
+/// - `RENDER_PROVIDERS` set: exactly those, in that order; a listed provider that is not
+///   configured is a start-up error.
+/// - otherwise the configured generative providers in the spec's order (OpenAI when a key is
+///   set and `OPENAI_IMAGE_EDIT_ENABLED`, then local diffusion when `LOCAL_DIFFUSION_URL` is
+///   set), and the built-in fill only when neither is configured, so a prompt-driven job is
+///   never answered silently by the prompt-ignoring fill.
+///
+/// Every generative provider gets its own circuit breaker; the list is a fallback chain.
+pub fn build_editor(config: &ProviderConfig, clock: Arc<dyn Clock>) -> anyhow::Result<ProviderSetup> {
+    let openai_configured = config.openai_image_edit_enabled && config.openai_api_key.is_some();
+    let order = match &config.render_providers {
+        Some(order) => order.clone(),
+        None => {
+            let mut order = Vec::new();
+            if openai_configured {
+                order.push(ProviderKind::OpenAi);
+            }
+            if config.local_diffusion_url.is_some() {
+                order.push(ProviderKind::LocalDiffusion);
+            }
+            if order.is_empty() {
+                order.push(ProviderKind::Builtin);
+            }
+            order
+        }
+    };
+    let openai = || -> anyhow::Result<OpenAiEditor> {
+        let key = config
+            .openai_api_key
+            .clone()
+            .filter(|_| config.openai_image_edit_enabled)
+            .context("RENDER_PROVIDERS lists openai, but OPENAI_API_KEY is unset or OPENAI_IMAGE_EDIT_ENABLED=false")?;
+        OpenAiEditor::new(OpenAiSettings {
+            base_url: config.openai_base_url.clone(),
+            api_key: key,
+            model: config.openai_image_model.clone(),
+            connect_timeout: std::time::Duration::from_secs(10).min(config.openai_timeout),
+            timeout: config.openai_timeout,
+            moderation: config.openai_moderation_enabled,
+            max_tokens_per_job: config.max_tokens_per_job,
+            prices: config.price_table.clone(),
+        })
+        .context("configuring the OpenAI provider (OPENAI_IMAGE_MODEL, PRICE_TABLE_OVERRIDES)")
+    };
+    let mut prompt_max_chars = DEFAULT_PROMPT_MAX_CHARS;
+    if config.dry_run {
+        let estimator: Option<crate::providers::dry_run::Estimator> = if order.contains(&ProviderKind::OpenAi) {
+            let model = config.openai_image_model.clone();
+            let prices = config.price_table.clone();
+            prompt_max_chars = prompt_max_chars.min(crate::budget::prompt_char_limit(&model));
+            Some(Box::new(move |request| {
+                crate::providers::openai::estimate_for(
+                    &model,
+                    request.image.dimensions(),
+                    request.quality,
+                    request.prompt.char_count(),
+                    &prices,
+                )
+            }))
+        } else {
+            None
+        };
+        return Ok(ProviderSetup {
+            editor: Arc::new(DryRunEditor::new(Arc::new(BuiltinFill::default()), estimator)),
+            order: vec!["dry-run"],
+            prompt_max_chars,
+        });
+    }
+    let breaker = || {
+        CircuitBreaker::with_clock(
+            BreakerSettings {
+                threshold: config.circuit_breaker_threshold,
+                open_for: config.circuit_breaker_timeout,
+            },
+            Arc::clone(&clock),
+        )
+    };
+    let mut editors: Vec<Arc<dyn ImageEditor>> = Vec::new();
+    for kind in &order {
+        let editor: Arc<dyn ImageEditor> = match kind {
+            ProviderKind::OpenAi => {
+                let editor = openai()?;
+                prompt_max_chars = prompt_max_chars.min(editor.prompt_char_limit());
+                Arc::new(Breakered::new(Arc::new(editor), breaker()))
+            }
+            ProviderKind::LocalDiffusion => {
+                let url = config
+                    .local_diffusion_url
+                    .clone()
+                    .context("RENDER_PROVIDERS lists local-diffusion, but LOCAL_DIFFUSION_URL is unset")?;
+                let editor = LocalDiffusionEditor::new(LocalDiffusionSettings {
+                    base_url: url,
+                    connect_timeout: std::time::Duration::from_secs(10).min(config.local_diffusion_timeout),
+                    timeout: config.local_diffusion_timeout,
+                    overrides: config.local_diffusion_overrides.clone(),
+                })
+                .context("building the local diffusion client")?;
+                Arc::new(Breakered::new(Arc::new(editor), breaker()))
+            }
+            ProviderKind::Builtin => Arc::new(BuiltinFill::default()),
+        };
+        editors.push(editor);
+    }
+    let chain = FallbackChain::new(editors);
+    Ok(ProviderSetup {
+        order: chain.names(),
+        editor: Arc::new(chain),
+        prompt_max_chars,
     })
 }

@@ -17,7 +17,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -151,8 +150,6 @@ pub struct PaidCall {
 pub enum BudgetError {
     #[error("estimated {estimated} tokens exceed the job's limit of {limit} tokens")]
     TokenLimitExceeded { estimated: u64, limit: u64 },
-    #[error("quality must be one of standard, hd, low, medium, high or auto (got {value:?})")]
-    UnknownQuality { value: String },
     #[error("no prices are configured for model {model:?}")]
     UnknownModel { model: String },
     #[error("no {kind} price is configured for model {model:?}")]
@@ -301,22 +298,6 @@ pub fn cost(usage: &Usage, model: &str, table: &PriceTable) -> Result<Cost, Budg
 }
 
 impl Quality {
-    /// Parses the job's quality option: `low`, `medium`, `high`, `auto`, plus the legacy
-    /// `standard` (→ `Medium`) and `hd` (→ `High`; reference §1: "`hd` is
-    /// dall-e-3/generations-only … map an app-level "hd" to `high`"). Case and surrounding
-    /// whitespace are ignored.
-    pub fn from_job_option(value: &str) -> Result<Self, BudgetError> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "low" => Ok(Quality::Low),
-            "medium" | "standard" => Ok(Quality::Medium),
-            "high" | "hd" => Ok(Quality::High),
-            "auto" => Ok(Quality::Auto),
-            _ => Err(BudgetError::UnknownQuality {
-                value: value.chars().take(32).collect(),
-            }),
-        }
-    }
-
     /// The value of the `quality` field sent to GPT image models.
     pub fn as_api_str(self) -> &'static str {
         match self {
@@ -328,11 +309,19 @@ impl Quality {
     }
 }
 
-impl FromStr for Quality {
-    type Err = BudgetError;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Quality::from_job_option(value)
+impl From<crate::job::Quality> for Quality {
+    /// The one mapping from the job's quality option to the API's: the legacy `standard` →
+    /// `Medium` and `hd` → `High` (reference §1: "`hd` is dall-e-3/generations-only … map an
+    /// app-level "hd" to `high`"); the GPT image names map to themselves. Parsing the option
+    /// text is `job::Quality::parse`'s job, so there is no second parser here.
+    fn from(quality: crate::job::Quality) -> Self {
+        use crate::job::Quality as Job;
+        match quality {
+            Job::Low => Quality::Low,
+            Job::Medium | Job::Standard => Quality::Medium,
+            Job::High | Job::Hd => Quality::High,
+            Job::Auto => Quality::Auto,
+        }
     }
 }
 
@@ -685,7 +674,6 @@ impl BudgetError {
     pub fn code(&self) -> &'static str {
         match self {
             BudgetError::TokenLimitExceeded { .. } => "token_limit_exceeded",
-            BudgetError::UnknownQuality { .. } => "quality_invalid",
             BudgetError::UnknownModel { .. } => "price_model_unknown",
             BudgetError::MissingPrice { .. } => "price_missing",
             BudgetError::UsageMismatch { .. } => "price_usage_mismatch",
@@ -739,22 +727,19 @@ mod tests {
 
     #[test]
     fn quality_maps_job_options_including_legacy_names() {
+        use crate::job::Quality as Job;
         let cases = [
-            ("low", Quality::Low),
-            ("medium", Quality::Medium),
-            ("standard", Quality::Medium),
-            ("high", Quality::High),
-            ("hd", Quality::High),
-            (" HD ", Quality::High),
-            ("Auto", Quality::Auto),
+            (Job::Low, Quality::Low),
+            (Job::Medium, Quality::Medium),
+            (Job::Standard, Quality::Medium),
+            (Job::High, Quality::High),
+            (Job::Hd, Quality::High),
+            (Job::Auto, Quality::Auto),
         ];
         for (input, expected) in cases {
-            assert_eq!(Quality::from_job_option(input), Ok(expected), "{input}");
+            assert_eq!(Quality::from(input), expected, "{input:?}");
         }
-        assert_eq!("standard".parse::<Quality>(), Ok(Quality::Medium));
         assert_eq!(Quality::High.as_api_str(), "high");
-        let error = Quality::from_job_option("ultra").unwrap_err();
-        assert_eq!(error.code(), "quality_invalid");
     }
 
     #[test]

@@ -28,6 +28,22 @@ pub struct Cli {
 pub enum Command {
     /// Render one design now, without any queue (local files or http(s) URLs).
     Render(RenderArgs),
+    /// Consume render jobs from the BullMQ queue until SIGTERM/SIGINT.
+    Worker,
+    /// Add one render job to the BullMQ queue and print its id.
+    Enqueue(EnqueueArgs),
+    /// Measure the built-in fill against the classical Telea baseline on procedural textures.
+    EvalFill(EvalFillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalFillArgs {
+    /// Side of the square test textures.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=4096))]
+    pub size: u32,
+    /// Seed for textures, masks and the fill.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +83,21 @@ pub struct RenderArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    /// Attempts before the job fails for good.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub attempts: u32,
+    /// Exponential backoff base between attempts, in milliseconds (0 = retry at once).
+    #[arg(long, default_value_t = 5000)]
+    pub backoff_ms: u64,
+    /// A custom job id (BullMQ rules: not an integer, no `:`); re-adding an id adds nothing.
+    #[arg(long)]
+    pub job_id: Option<String>,
+}
+
 /// How a command ended, mapped to the process exit code by `main`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -91,6 +122,23 @@ impl Outcome {
 pub async fn run(cli: Cli, config: Config) -> Outcome {
     match cli.command {
         Command::Render(args) => render(args, config).await,
+        Command::Worker => worker(config).await,
+        Command::Enqueue(args) => enqueue(args, config).await,
+        Command::EvalFill(args) => eval_fill(&args),
+    }
+}
+
+fn eval_fill(args: &EvalFillArgs) -> Outcome {
+    let report = crate::imaging::inpaint::eval::run_eval(args.size, args.seed);
+    let comparisons = report.comparisons();
+    let met = comparisons.iter().filter(|c| c.meets_targets).count();
+    let mut stdout = std::io::stdout().lock();
+    let written = write!(stdout, "{}", report.to_markdown())
+        .and_then(|()| writeln!(stdout, "\nTargets met in {met} of {} cases.", comparisons.len()));
+    if written.is_err() {
+        Outcome::Failed
+    } else {
+        Outcome::Success
     }
 }
 
@@ -127,6 +175,50 @@ async fn render(args: RenderArgs, config: Config) -> Outcome {
             {
                 tracing::warn!(error = %store_error, "could not record the failure on the design row");
             }
+            let outcome = match error.disposition() {
+                Disposition::Abort => Outcome::Failed,
+                Disposition::Retry => Outcome::TryLater,
+            };
+            fail(&format!("{error} [{}]", error.code()), outcome)
+        }
+    }
+}
+
+async fn worker(config: Config) -> Outcome {
+    let render = match app::build_worker(&config).await {
+        Ok(render) => render,
+        Err(error) => return fail(&format!("{error:#}"), Outcome::TryLater),
+    };
+    match crate::worker::run(std::sync::Arc::new(render), &config).await {
+        Ok(()) => Outcome::Success,
+        Err(error) => fail(&error.to_string(), Outcome::TryLater),
+    }
+}
+
+async fn enqueue(args: EnqueueArgs, config: Config) -> Outcome {
+    let request = match request_from_args(args.render) {
+        Ok(request) => request,
+        Err(message) => return fail(&message, Outcome::Failed),
+    };
+    let local = |asset: &crate::job::AssetRef| matches!(asset, crate::job::AssetRef::Local { .. });
+    if local(&request.base_texture) || request.mask.as_ref().is_some_and(local) {
+        return fail(
+            "queued jobs cannot use local files: give http(s) URLs for --base and --mask",
+            Outcome::Failed,
+        );
+    }
+    let submission = crate::queue::Submission {
+        payload: request.to_payload(),
+        attempts: args.attempts,
+        backoff_ms: args.backoff_ms,
+        job_id: args.job_id,
+    };
+    match crate::queue::enqueue(&config.queue, &config.redis, submission).await {
+        Ok(id) => {
+            let _ = writeln!(std::io::stdout(), "{id}");
+            Outcome::Success
+        }
+        Err(error) => {
             let outcome = match error.disposition() {
                 Disposition::Abort => Outcome::Failed,
                 Disposition::Retry => Outcome::TryLater,

@@ -250,6 +250,76 @@ pub struct ProviderConfig {
     pub dry_run: bool,
     pub circuit_breaker_threshold: u32,
     pub circuit_breaker_timeout: Duration,
+    /// `OPENAI_BASE_URL` (default `https://api.openai.com/v1`); the edits and moderation paths
+    /// are appended to it.
+    pub openai_base_url: url::Url,
+    /// `OPENAI_IMAGE_MODEL` (default `gpt-image-1.5`).
+    pub openai_image_model: String,
+    /// `OPENAI_TIMEOUT_MS` (default 120000): deadline of one OpenAI request.
+    pub openai_timeout: Duration,
+    /// `OPENAI_MODERATION_ENABLED` (default false): check prompts with `/moderations` first.
+    pub openai_moderation_enabled: bool,
+    /// `PROMPT_BLOCKLIST`: path of an extra blocklist file (format in `safety.rs`).
+    pub prompt_blocklist: Option<PathBuf>,
+    /// `RENDER_PROVIDERS`: explicit provider order; `None` means the default order.
+    pub render_providers: Option<Vec<ProviderKind>>,
+    /// `LOCAL_DIFFUSION_TIMEOUT_MS` (default 300000): deadline of one img2img request.
+    pub local_diffusion_timeout: Duration,
+    /// `LOCAL_DIFFUSION_*` overrides of the inpainting parameters.
+    pub local_diffusion_overrides: InpaintOverrides,
+    /// `PRICE_TABLE_OVERRIDES` (JSON, format in `budget.rs`) laid over the reference prices.
+    pub price_table: crate::budget::PriceTable,
+}
+
+/// A provider name as written in `RENDER_PROVIDERS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    LocalDiffusion,
+    Builtin,
+}
+
+impl ProviderKind {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "openai" => Some(Self::OpenAi),
+            "local-diffusion" | "local_diffusion" | "stable-diffusion" => Some(Self::LocalDiffusion),
+            "builtin" | "built-in" => Some(Self::Builtin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::LocalDiffusion => "local-diffusion",
+            Self::Builtin => "builtin",
+        }
+    }
+}
+
+/// Operator overrides of the Automatic1111 inpainting parameters; `None` keeps the adapter's
+/// documented default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InpaintOverrides {
+    /// `LOCAL_DIFFUSION_STEPS`
+    pub steps: Option<u32>,
+    /// `LOCAL_DIFFUSION_DENOISING_STRENGTH` (0..=1)
+    pub denoising_strength: Option<f32>,
+    /// `LOCAL_DIFFUSION_CFG_SCALE`
+    pub cfg_scale: Option<f32>,
+    /// `LOCAL_DIFFUSION_SAMPLER`
+    pub sampler_name: Option<String>,
+    /// `LOCAL_DIFFUSION_INPAINTING_FILL` (0 fill, 1 original, 2 latent noise, 3 latent nothing)
+    pub inpainting_fill: Option<u8>,
+    /// `LOCAL_DIFFUSION_MASK_BLUR`
+    pub mask_blur: Option<u32>,
+    /// `LOCAL_DIFFUSION_INPAINT_FULL_RES`
+    pub inpaint_full_res: Option<bool>,
+    /// `LOCAL_DIFFUSION_INPAINT_PADDING`
+    pub inpaint_full_res_padding: Option<u32>,
+    /// `LOCAL_DIFFUSION_NEGATIVE_PROMPT`
+    pub negative_prompt: Option<String>,
 }
 
 impl Default for ProviderConfig {
@@ -262,9 +332,20 @@ impl Default for ProviderConfig {
             dry_run: false,
             circuit_breaker_threshold: 5,
             circuit_breaker_timeout: Duration::from_millis(60_000),
+            openai_base_url: url::Url::parse(DEFAULT_OPENAI_BASE_URL).expect("constant URL parses"),
+            openai_image_model: "gpt-image-1.5".into(),
+            openai_timeout: Duration::from_millis(120_000),
+            openai_moderation_enabled: false,
+            prompt_blocklist: None,
+            render_providers: None,
+            local_diffusion_timeout: Duration::from_millis(300_000),
+            local_diffusion_overrides: InpaintOverrides::default(),
+            price_table: crate::budget::PriceTable::default(),
         }
     }
 }
+
+const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// Redis connection settings (used by the queue worker).
 #[derive(Debug, Clone, PartialEq)]
@@ -287,6 +368,78 @@ impl Default for RedisConfig {
     }
 }
 
+/// Settings of the queue worker and the `enqueue` producer (issue 4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueConfig {
+    /// BullMQ queue name (`QUEUE_NAME`, default `design-render`).
+    pub name: String,
+    /// BullMQ key prefix (`BULLMQ_PREFIX`, default `bull`; `{bull}` for Redis Cluster).
+    pub prefix: String,
+    /// Jobs processed at once by one worker process (`WORKER_CONCURRENCY`, default 4).
+    pub worker_concurrency: usize,
+    /// Per-tenant concurrency limits that replace `DEFAULT_TENANT_CONCURRENCY`
+    /// (`TENANT_CONCURRENCY_OVERRIDES=tenantA=5,tenantB=1`).
+    pub tenant_overrides: BTreeMap<String, u32>,
+    /// A file of `tenant=limit` lines merged under the env overrides
+    /// (`TENANT_CONCURRENCY_FILE`); read when the worker is built.
+    pub tenant_overrides_file: Option<PathBuf>,
+    /// Lifetime of a tenant slot lease, renewed while the job runs (`TENANT_LEASE_SECONDS`, default 30).
+    pub tenant_lease: Duration,
+    /// How long in-flight jobs may run after SIGTERM/SIGINT (`SHUTDOWN_GRACE_SECONDS`, default 30).
+    pub shutdown_grace: Duration,
+    /// BullMQ job lock duration (`QUEUE_LOCK_DURATION_MS`, default 30000); renewed at half of it.
+    pub lock_duration: Duration,
+    /// How often stalled jobs are looked for (`QUEUE_STALLED_INTERVAL_MS`, default 30000).
+    pub stalled_interval: Duration,
+    /// Signed webhook for render events (`WEBHOOK_ENABLED`, `WEBHOOK_URL`, `WEBHOOK_SECRET`).
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            name: "design-render".into(),
+            prefix: "bull".into(),
+            worker_concurrency: 4,
+            tenant_overrides: BTreeMap::new(),
+            tenant_overrides_file: None,
+            tenant_lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            lock_duration: Duration::from_secs(30),
+            stalled_interval: Duration::from_secs(30),
+            webhook: None,
+        }
+    }
+}
+
+/// Where render events are POSTed, and the HMAC-SHA256 key that signs them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    pub url: url::Url,
+    pub secret: Secret,
+}
+
+/// Parses `tenantA=5,tenantB=1` (commas or newlines; `#` starts a comment line).
+pub fn parse_tenant_limits(text: &str) -> Result<BTreeMap<String, u32>, String> {
+    let mut limits = BTreeMap::new();
+    for entry in text.split([',', '\n']).map(str::trim) {
+        if entry.is_empty() || entry.starts_with('#') {
+            continue;
+        }
+        let (tenant, limit) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("entry `{entry}` is not `tenant=limit`"))?;
+        let limit: u32 = limit
+            .trim()
+            .parse()
+            .ok()
+            .filter(|limit| *limit > 0)
+            .ok_or_else(|| format!("entry `{entry}` needs a positive whole limit"))?;
+        limits.insert(tenant.trim().to_owned(), limit);
+    }
+    Ok(limits)
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -299,6 +452,10 @@ pub struct Config {
     pub redis: RedisConfig,
     pub default_tenant_concurrency: u32,
     pub webhook_enabled: bool,
+    /// Queue worker settings.
+    pub queue: QueueConfig,
+    /// Run the additive PostgreSQL migrations at start-up (`RUN_MIGRATIONS`, default true).
+    pub run_migrations: bool,
     pub log_format: LogFormat,
     /// Variables that were set but are not used by this build, reported at start-up.
     pub unused: BTreeMap<&'static str, &'static str>,
@@ -385,6 +542,43 @@ impl Config {
             )?,
             circuit_breaker_timeout: vars
                 .millis_or("CIRCUIT_BREAKER_TIMEOUT", provider_defaults.circuit_breaker_timeout)?,
+            openai_base_url: match vars.get("OPENAI_BASE_URL") {
+                None => provider_defaults.openai_base_url.clone(),
+                Some(text) => parse_http_url("OPENAI_BASE_URL", &text)?,
+            },
+            openai_image_model: vars
+                .get("OPENAI_IMAGE_MODEL")
+                .map(|model| model.trim().to_owned())
+                .unwrap_or(provider_defaults.openai_image_model.clone()),
+            openai_timeout: vars.millis_or("OPENAI_TIMEOUT_MS", provider_defaults.openai_timeout)?,
+            openai_moderation_enabled: vars.bool_or("OPENAI_MODERATION_ENABLED", false)?,
+            prompt_blocklist: vars.get("PROMPT_BLOCKLIST").map(PathBuf::from),
+            render_providers: vars
+                .get("RENDER_PROVIDERS")
+                .map(|text| parse_provider_list(&text))
+                .transpose()?,
+            local_diffusion_timeout: vars
+                .millis_or("LOCAL_DIFFUSION_TIMEOUT_MS", provider_defaults.local_diffusion_timeout)?,
+            local_diffusion_overrides: InpaintOverrides {
+                steps: vars.parse_opt("LOCAL_DIFFUSION_STEPS", |v: &u32| (1..=150).contains(v))?,
+                denoising_strength: vars
+                    .parse_opt("LOCAL_DIFFUSION_DENOISING_STRENGTH", |v: &f32| (0.0..=1.0).contains(v))?,
+                cfg_scale: vars.parse_opt("LOCAL_DIFFUSION_CFG_SCALE", |v: &f32| v.is_finite() && *v > 0.0)?,
+                sampler_name: vars.get("LOCAL_DIFFUSION_SAMPLER").map(|s| s.trim().to_owned()),
+                inpainting_fill: vars.parse_opt("LOCAL_DIFFUSION_INPAINTING_FILL", |v: &u8| *v <= 3)?,
+                mask_blur: vars.parse_opt("LOCAL_DIFFUSION_MASK_BLUR", |v: &u32| *v <= 64)?,
+                inpaint_full_res: match vars.get("LOCAL_DIFFUSION_INPAINT_FULL_RES") {
+                    None => None,
+                    Some(_) => Some(vars.bool_or("LOCAL_DIFFUSION_INPAINT_FULL_RES", false)?),
+                },
+                inpaint_full_res_padding: vars.parse_opt("LOCAL_DIFFUSION_INPAINT_PADDING", |v: &u32| *v <= 1024)?,
+                negative_prompt: vars.get("LOCAL_DIFFUSION_NEGATIVE_PROMPT"),
+            },
+            price_table: match vars.get("PRICE_TABLE_OVERRIDES") {
+                None => crate::budget::PriceTable::default(),
+                Some(json) => crate::budget::PriceTable::with_overrides(&json)
+                    .map_err(|e| ConfigError::new("PRICE_TABLE_OVERRIDES", e.to_string()))?,
+            },
         };
         let redis_defaults = RedisConfig::default();
         let redis = RedisConfig {
@@ -402,6 +596,7 @@ impl Config {
                 })
                 .transpose()?,
         };
+        let queue = queue_config(&vars)?;
         let mut unused = BTreeMap::new();
         for (var, reason) in [
             (
@@ -430,6 +625,8 @@ impl Config {
             redis,
             default_tenant_concurrency: vars.parse_or("DEFAULT_TENANT_CONCURRENCY", 2, |v| *v > 0)?,
             webhook_enabled: vars.bool_or("WEBHOOK_ENABLED", false)?,
+            queue,
+            run_migrations: vars.bool_or("RUN_MIGRATIONS", true)?,
             log_format: match vars.get("LOG_FORMAT").as_deref() {
                 None | Some("pretty") | Some("text") => LogFormat::Pretty,
                 Some("json") => LogFormat::Json,
@@ -453,10 +650,96 @@ impl Config {
             redis: RedisConfig::default(),
             default_tenant_concurrency: 2,
             webhook_enabled: false,
+            queue: QueueConfig::default(),
+            run_migrations: true,
             log_format: LogFormat::Pretty,
             unused: BTreeMap::new(),
         }
     }
+}
+
+fn queue_config(vars: &Vars<'_>) -> Result<QueueConfig, ConfigError> {
+    let defaults = QueueConfig::default();
+    let key_part = |name: &'static str, default: String| -> Result<String, ConfigError> {
+        let value = vars.get(name).map(|v| v.trim().to_owned()).unwrap_or(default);
+        if value.contains(':') || value.len() > 200 {
+            return Err(ConfigError::new(
+                name,
+                "must not contain `:` and be at most 200 characters",
+            ));
+        }
+        Ok(value)
+    };
+    let seconds = |name: &'static str, default: Duration| -> Result<Duration, ConfigError> {
+        vars.parse_or(name, default.as_secs(), |v| *v > 0 && *v <= 24 * 3600)
+            .map(Duration::from_secs)
+    };
+    let webhook = if vars.bool_or("WEBHOOK_ENABLED", false)? {
+        let url = vars
+            .get("WEBHOOK_URL")
+            .ok_or_else(|| ConfigError::new("WEBHOOK_URL", "is required when WEBHOOK_ENABLED=true"))?;
+        let url = url::Url::parse(url.trim())
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https"))
+            .ok_or_else(|| ConfigError::new("WEBHOOK_URL", "must be an http(s) URL"))?;
+        let secret = vars
+            .get("WEBHOOK_SECRET")
+            .ok_or_else(|| ConfigError::new("WEBHOOK_SECRET", "is required when WEBHOOK_ENABLED=true"))?;
+        Some(WebhookConfig {
+            url,
+            secret: Secret::new(secret),
+        })
+    } else {
+        None
+    };
+    Ok(QueueConfig {
+        name: key_part("QUEUE_NAME", defaults.name)?,
+        prefix: key_part("BULLMQ_PREFIX", defaults.prefix)?,
+        worker_concurrency: vars.parse_or("WORKER_CONCURRENCY", defaults.worker_concurrency, |v| {
+            (1..=1024).contains(v)
+        })?,
+        tenant_overrides: match vars.get("TENANT_CONCURRENCY_OVERRIDES") {
+            None => BTreeMap::new(),
+            Some(text) => {
+                parse_tenant_limits(&text).map_err(|p| ConfigError::new("TENANT_CONCURRENCY_OVERRIDES", p))?
+            }
+        },
+        tenant_overrides_file: vars.get("TENANT_CONCURRENCY_FILE").map(PathBuf::from),
+        tenant_lease: seconds("TENANT_LEASE_SECONDS", defaults.tenant_lease)?,
+        shutdown_grace: seconds("SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace)?,
+        lock_duration: vars.millis_or("QUEUE_LOCK_DURATION_MS", defaults.lock_duration)?,
+        stalled_interval: vars.millis_or("QUEUE_STALLED_INTERVAL_MS", defaults.stalled_interval)?,
+        webhook,
+    })
+}
+
+fn parse_http_url(var: &'static str, text: &str) -> Result<url::Url, ConfigError> {
+    let url = url::Url::parse(text.trim()).map_err(|e| ConfigError::new(var, format!("is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(var, "must be an http(s) URL"));
+    }
+    Ok(url)
+}
+
+/// `RENDER_PROVIDERS`: a comma-separated, non-empty list of known names without repeats.
+fn parse_provider_list(text: &str) -> Result<Vec<ProviderKind>, ConfigError> {
+    let mut kinds = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let kind = ProviderKind::parse(entry).ok_or_else(|| {
+            ConfigError::new(
+                "RENDER_PROVIDERS",
+                format!("has unknown provider `{entry}` (known: openai, local-diffusion, builtin)"),
+            )
+        })?;
+        if kinds.contains(&kind) {
+            return Err(ConfigError::new("RENDER_PROVIDERS", format!("lists `{entry}` twice")));
+        }
+        kinds.push(kind);
+    }
+    if kinds.is_empty() {
+        return Err(ConfigError::new("RENDER_PROVIDERS", "names no provider"));
+    }
+    Ok(kinds)
 }
 
 fn parse_database_url(text: &str) -> Result<DatabaseConfig, ConfigError> {
@@ -507,6 +790,23 @@ impl Vars<'_> {
         Ok(value)
     }
 
+    fn parse_opt<T>(&self, name: &'static str, valid: impl Fn(&T) -> bool) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr + fmt::Display,
+    {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
+        let value: T = text
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new(name, format!("must be a number (got `{}`)", text.trim())))?;
+        if !valid(&value) {
+            return Err(ConfigError::new(name, format!("value {value} is out of range")));
+        }
+        Ok(Some(value))
+    }
+
     fn millis_or(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
         let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
         self.parse_or(name, default_ms, |v| *v > 0 && *v <= 24 * 3600 * 1000)
@@ -547,6 +847,63 @@ mod tests {
         assert_eq!(config.providers.circuit_breaker_timeout, Duration::from_secs(60));
         assert_eq!(config.default_tenant_concurrency, 2);
         assert_eq!(config.assets.private_hosts, PrivateHostPolicy::Deny);
+    }
+
+    #[test]
+    fn provider_variables_parse_with_defaults_and_name_errors() {
+        let defaults = config(&[]).unwrap().providers;
+        assert_eq!(defaults.openai_base_url.as_str(), "https://api.openai.com/v1");
+        assert_eq!(defaults.openai_image_model, "gpt-image-1.5");
+        assert_eq!(defaults.openai_timeout, Duration::from_secs(120));
+        assert!(!defaults.openai_moderation_enabled);
+        assert_eq!(defaults.render_providers, None);
+        assert_eq!(defaults.local_diffusion_overrides, InpaintOverrides::default());
+        let set = config(&[
+            ("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+            ("OPENAI_IMAGE_MODEL", " gpt-image-1 "),
+            ("OPENAI_TIMEOUT_MS", "2500"),
+            ("OPENAI_MODERATION_ENABLED", "true"),
+            ("PROMPT_BLOCKLIST", "/etc/blocklist.txt"),
+            ("RENDER_PROVIDERS", "local-diffusion, openai"),
+            ("LOCAL_DIFFUSION_TIMEOUT_MS", "900"),
+            ("LOCAL_DIFFUSION_STEPS", "12"),
+            ("LOCAL_DIFFUSION_DENOISING_STRENGTH", "0.5"),
+            ("LOCAL_DIFFUSION_INPAINT_FULL_RES", "yes"),
+            (
+                "PRICE_TABLE_OVERRIDES",
+                r#"{"gpt-image-1.5": {"text_input_usd_per_1m": 5}}"#,
+            ),
+        ])
+        .unwrap()
+        .providers;
+        assert_eq!(set.openai_base_url.as_str(), "http://127.0.0.1:9/v1");
+        assert_eq!(set.openai_image_model, "gpt-image-1");
+        assert_eq!(set.openai_timeout, Duration::from_millis(2500));
+        assert!(set.openai_moderation_enabled);
+        assert_eq!(set.prompt_blocklist, Some(PathBuf::from("/etc/blocklist.txt")));
+        assert_eq!(
+            set.render_providers,
+            Some(vec![ProviderKind::LocalDiffusion, ProviderKind::OpenAi])
+        );
+        assert_eq!(set.local_diffusion_timeout, Duration::from_millis(900));
+        assert_eq!(set.local_diffusion_overrides.steps, Some(12));
+        assert_eq!(set.local_diffusion_overrides.denoising_strength, Some(0.5));
+        assert_eq!(set.local_diffusion_overrides.inpaint_full_res, Some(true));
+        assert_ne!(set.price_table, crate::budget::PriceTable::default());
+        for (var, value) in [
+            ("OPENAI_BASE_URL", "ftp://x"),
+            ("RENDER_PROVIDERS", "openai,dalle"),
+            ("RENDER_PROVIDERS", "openai,openai"),
+            ("LOCAL_DIFFUSION_DENOISING_STRENGTH", "1.5"),
+            ("LOCAL_DIFFUSION_INPAINTING_FILL", "7"),
+            ("PRICE_TABLE_OVERRIDES", "{not json"),
+            ("OPENAI_MODERATION_ENABLED", "sometimes"),
+        ] {
+            assert_eq!(config(&[(var, value)]).unwrap_err().var, var, "{var}={value}");
+        }
+        // The key never shows in Debug output of the configuration.
+        let with_key = config(&[("OPENAI_API_KEY", "sk-live-topsecret")]).unwrap();
+        assert!(!format!("{with_key:?}").contains("topsecret"));
     }
 
     #[test]
@@ -617,6 +974,44 @@ mod tests {
         assert!(policy.allows_addr("::1".parse().unwrap()));
         assert_eq!(PrivateHostPolicy::parse("true").unwrap(), PrivateHostPolicy::AllowAll);
         assert_eq!(PrivateHostPolicy::parse("false").unwrap(), PrivateHostPolicy::Deny);
+    }
+
+    #[test]
+    fn queue_settings_have_defaults_and_overrides() {
+        let defaults = config(&[]).unwrap().queue;
+        assert_eq!(
+            (defaults.name.as_str(), defaults.prefix.as_str()),
+            ("design-render", "bull")
+        );
+        assert!(defaults.webhook.is_none());
+        let queue = config(&[
+            ("QUEUE_NAME", "renders"),
+            ("BULLMQ_PREFIX", "{bull}"),
+            ("WORKER_CONCURRENCY", "8"),
+            ("TENANT_CONCURRENCY_OVERRIDES", "tenantA=5, tenantB=1"),
+            ("TENANT_LEASE_SECONDS", "10"),
+        ])
+        .unwrap()
+        .queue;
+        assert_eq!(queue.prefix, "{bull}");
+        assert_eq!(queue.worker_concurrency, 8);
+        assert_eq!(queue.tenant_overrides.get("tenantA"), Some(&5));
+        assert_eq!(queue.tenant_overrides.get("tenantB"), Some(&1));
+        assert_eq!(queue.tenant_lease, Duration::from_secs(10));
+        for (var, value) in [
+            ("TENANT_CONCURRENCY_OVERRIDES", "tenantA"),
+            ("TENANT_CONCURRENCY_OVERRIDES", "tenantA=0"),
+            ("BULLMQ_PREFIX", "a:b"),
+            ("WORKER_CONCURRENCY", "0"),
+            ("WEBHOOK_ENABLED", "true"),
+        ] {
+            let error = config(&[(var, value)]).unwrap_err();
+            assert!(
+                error.var == var || (var == "WEBHOOK_ENABLED" && error.var == "WEBHOOK_URL"),
+                "{error}"
+            );
+        }
+        assert!(!config(&[("RUN_MIGRATIONS", "false")]).unwrap().run_migrations);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`storage`]: the [`storage::BlobStore`] port and its adapters.
 //! - [`store`]: the [`store::DesignStore`] port (Design rows) and its SQL adapters.
 //! - [`pipeline`]: the use case, [`pipeline::Pipeline::run`], and its error policy.
+//! - [`queue`]: the adapter over the `bullmq-official` crate; [`worker`]: the queue driver loop;
+//!   [`tenancy`]: crash-safe per-tenant slot leases; [`events`]: render events and their sinks.
 //! - [`app`]: the composition root; [`cli`]: the command line; [`telemetry`]: logging.
 
 pub mod app;
@@ -18,12 +20,16 @@ pub mod assets;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod imaging;
 pub mod job;
 pub mod pipeline;
 pub mod providers;
+pub mod queue;
 pub mod safety;
 pub mod storage;
 pub mod store;
 pub mod telemetry;
+pub mod tenancy;
+pub mod worker;

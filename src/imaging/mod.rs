@@ -97,16 +97,20 @@ pub struct EncodeError {
 /// runs concurrently on the rayon pool.
 pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<RenderedAssets, EncodeError> {
     let started = std::time::Instant::now();
+    // When the high-res size is the composite's own (a 2048² base at the default size), the
+    // high-res asset *is* the composite: no resample, no second encode.
+    let same_size = composite.dimensions() == spec.high_res;
     let (high_res, preview) = rayon::join(
-        || resize::resize_rgba(composite, spec.high_res.0, spec.high_res.1),
+        || (!same_size).then(|| resize::resize_rgba(composite, spec.high_res.0, spec.high_res.1)),
         || resize::resize_rgba(composite, spec.preview, spec.preview),
     );
+    let high_res_image = high_res.as_ref().unwrap_or(composite);
     let resize_ms = elapsed_ms(started);
 
     let maps_started = std::time::Instant::now();
-    let (width, height) = high_res.dimensions();
+    let (width, height) = high_res_image.dimensions();
     let (normal, roughness) = if spec.normal_map || spec.roughness_map {
-        let field = maps::height_field(&high_res);
+        let field = maps::height_field(high_res_image);
         rayon::join(
             || {
                 spec.normal_map
@@ -144,7 +148,12 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
         || {
             rayon::join(
                 || encode("composite", composite),
-                || encode("high-res image", &high_res),
+                || {
+                    high_res
+                        .as_ref()
+                        .map(|image| encode("high-res image", image))
+                        .transpose()
+                },
             )
         },
         || {
@@ -160,9 +169,14 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
         },
     );
     let encode_ms = elapsed_ms(encode_started);
+    let composite = composite_png?;
+    let high_res = match high_res_png? {
+        Some(encoded) => encoded,
+        None => composite.clone(),
+    };
     Ok(RenderedAssets {
-        composite: composite_png?,
-        high_res: high_res_png?,
+        composite,
+        high_res,
         preview: preview_png?,
         normal_map: normal_png?,
         roughness_map: roughness_png?,

@@ -145,6 +145,7 @@ impl Pipeline {
         timings.download_ms = elapsed_ms(step);
         let step = Instant::now();
         let (base, mask) = self.decode_inputs(base_bytes, mask_bytes).await?;
+        let base = Arc::new(base);
         timings.decode_ms = elapsed_ms(step);
 
         progress.started(Step::Inpaint);
@@ -160,6 +161,16 @@ impl Pipeline {
             })
             .await?;
         timings.inpaint_ms = elapsed_ms(step);
+        // Persist the paid call before any later step can fail, so a retry never loses it; the
+        // store counts each call id once, so a retry never doubles it.
+        let ledger = match &edit.accounting.paid_call {
+            Some(call) => Some(
+                self.designs
+                    .record_paid_call(design, tenant, &paid_call_entry(call))
+                    .await?,
+            ),
+            None => None,
+        };
 
         progress.started(Step::Postprocess);
         let step = Instant::now();
@@ -203,14 +214,24 @@ impl Pipeline {
 
         progress.started(Step::Record);
         let step = Instant::now();
-        let cost_tokens = i32::try_from(edit.usage.total()).unwrap_or(i32::MAX);
-        let cost_cents = i32::try_from(edit.cost_micro_usd.div_ceil(10_000)).unwrap_or(i32::MAX);
+        // The design's cost is the sum of its recorded paid calls, including earlier attempts'.
+        let (cost_tokens, cost_cents) = match &ledger {
+            Some(ledger) => (ledger.cost_tokens, ledger.cost_cents),
+            None => match self.designs.get(design).await? {
+                Some(row) => (row.cost_tokens, row.cost_cents),
+                None => (0, 0),
+            },
+        };
         let finished_at = Utc::now();
         timings.started_at = timestamp(started_at);
         timings.finished_at = timestamp(finished_at);
         timings.total_ms = elapsed_ms(started);
         let metadata = serde_json::json!({
             "provider": edit.provider,
+            "providerAttempts": edit.attempts,
+            "cost": ledger.map(|ledger| ledger.json),
+            "estimate": edit.accounting.estimate,
+            "dryRun": edit.accounting.dry_run.then_some(true),
             "promptUsed": self.editor.uses_prompt(),
             "providerDetails": edit.details,
             "usage": edit.usage,
@@ -335,6 +356,21 @@ impl Pipeline {
             normal_map,
             roughness_map,
         })
+    }
+}
+
+fn paid_call_entry(call: &crate::providers::PaidCall) -> crate::store::PaidCallEntry {
+    crate::store::PaidCallEntry {
+        call_id: call.call_id.clone(),
+        tokens: call.usage.total(),
+        micro_cents: call.cost.total.0,
+        details: serde_json::json!({
+            "provider": call.provider,
+            "model": call.model,
+            "usage": call.usage,
+            "breakdown": call.cost.breakdown,
+            "recordedAt": timestamp(Utc::now()),
+        }),
     }
 }
 

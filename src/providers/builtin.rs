@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use image::RgbaImage;
+
 use super::{EditRequest, EditResponse, ImageEditor, ProviderError, Usage};
 use crate::imaging::{self, inpaint};
 
@@ -31,7 +33,7 @@ impl ImageEditor for BuiltinFill {
         let Some(mask) = request.mask else {
             // Without a mask there is no hole to fill: the texture comes back as it was.
             return Ok(response(
-                request.image.clone(),
+                RgbaImage::clone(request.image),
                 serde_json::json!({
                     "algorithm": "none",
                     "note": "no mask given: the built-in fill has nothing to fill and returned the base unchanged",
@@ -39,7 +41,7 @@ impl ImageEditor for BuiltinFill {
                 }),
             ));
         };
-        let image = request.image.clone();
+        let image = std::sync::Arc::clone(request.image);
         let hole = imaging::binary_hole(mask);
         let params = self.params.clone();
         let span = tracing::Span::current();
@@ -56,25 +58,22 @@ impl ImageEditor for BuiltinFill {
         })?;
         let (outcome, params) = outcome.map_err(|error| ProviderError::Rejected {
             provider: NAME,
-            code: match error {
-                inpaint::FillError::NoSource => "mask_covers_everything",
-                inpaint::FillError::SizeMismatch { .. } => "mask_size_mismatch",
-            },
+            code: error.code(),
             reason: error.to_string(),
         })?;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let details = if outcome.filled_pixels == 0 {
-            serde_json::json!({
-                "algorithm": "none",
-                "note": "the mask is empty: nothing to fill, the base is returned unchanged",
-                "promptUsed": false,
-            })
-        } else {
-            serde_json::json!({
+        let details = match outcome.stats {
+            inpaint::FillStats::PatchMatch {
+                pyramid_levels,
+                patch_size,
+                em_iterations_run,
+            } => serde_json::json!({
                 "algorithm": "patchmatch",
                 "params": {
-                    "patchSize": params.patch_size,
-                    "emIterations": params.em_iterations,
+                    "patchSize": patch_size,
+                    "requestedPatchSize": params.patch_size,
+                    "pyramidLevels": pyramid_levels,
+                    "emIterationsRun": em_iterations_run,
                     "nnfIterations": params.nnf_iterations,
                     "seed": params.seed,
                 },
@@ -82,7 +81,19 @@ impl ImageEditor for BuiltinFill {
                 "elapsedMs": elapsed_ms,
                 "promptUsed": false,
                 "note": "the built-in fill continues the surrounding texture and ignores the prompt",
-            })
+            }),
+            inpaint::FillStats::Telea { radius } => serde_json::json!({
+                "algorithm": "telea",
+                "params": { "radius": radius },
+                "filledPixels": outcome.filled_pixels,
+                "elapsedMs": elapsed_ms,
+                "promptUsed": false,
+            }),
+            inpaint::FillStats::Unchanged => serde_json::json!({
+                "algorithm": "none",
+                "note": "the mask is empty: nothing to fill, the base is returned unchanged",
+                "promptUsed": false,
+            }),
         };
         Ok(response(outcome.image, details))
     }
@@ -95,5 +106,7 @@ fn response(image: image::RgbaImage, details: serde_json::Value) -> EditResponse
         usage: Usage::default(),
         cost_micro_usd: 0,
         details,
+        accounting: super::Accounting::default(),
+        attempts: Vec::new(),
     }
 }

@@ -5,7 +5,12 @@
 //! decorator implementing the same trait.
 
 pub mod breaker;
+pub mod breakered;
 pub mod builtin;
+pub mod dry_run;
+pub mod fallback;
+pub mod local_diffusion;
+pub mod openai;
 
 use image::{GrayImage, RgbaImage};
 
@@ -14,8 +19,9 @@ use crate::safety::SafePrompt;
 
 /// One edit request. Images are borrowed: a provider that needs another encoding makes it.
 pub struct EditRequest<'a> {
-    /// The base texture, decoded and oriented.
-    pub image: &'a RgbaImage,
+    /// The base texture, decoded and oriented. Shared, so a provider that works on another
+    /// thread takes a reference count instead of copying the pixels.
+    pub image: &'a std::sync::Arc<RgbaImage>,
     /// Coverage plane the size of `image` (255 = regenerate). `None`: the job had no mask and
     /// the whole image may change.
     pub mask: Option<&'a GrayImage>,
@@ -52,6 +58,59 @@ pub struct EditResponse {
     pub cost_micro_usd: u64,
     /// Provider-specific facts for `metadata` (algorithm, parameters, model, timings).
     pub details: serde_json::Value,
+    /// Money spent and expected: the paid call behind this image, the pre-call estimate, and
+    /// whether this was a dry run.
+    pub accounting: Accounting,
+    /// Every provider tried for this image, in order, including the one that produced it.
+    /// Filled by the fallback chain; a single adapter leaves it empty.
+    pub attempts: Vec<Attempt>,
+}
+
+/// Cost facts of one edit, recorded in `metadata` by the pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct Accounting {
+    /// The paid call that produced the image. The pipeline persists it (idempotently, by
+    /// `call_id`) before any later step can fail.
+    pub paid_call: Option<PaidCall>,
+    /// The token estimate made before the call, with its expected cost when priced.
+    pub estimate: Option<CallEstimate>,
+    /// No paid provider was called; the image comes from the offline fill.
+    pub dry_run: bool,
+}
+
+/// One paid provider call.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaidCall {
+    /// Stable per call: the provider's request id when it sends one, else a digest of the
+    /// response. Recording the same call twice counts it once.
+    pub call_id: String,
+    pub provider: &'static str,
+    pub model: String,
+    pub usage: Usage,
+    pub cost: crate::budget::Cost,
+}
+
+/// What a paid call was expected to use before it was made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallEstimate {
+    pub provider: &'static str,
+    pub model: String,
+    pub tokens: crate::budget::TokenEstimate,
+    pub total_tokens: u64,
+    /// `None` when the price table cannot price the estimate.
+    pub cost_micro_cents: Option<u64>,
+}
+
+/// One try of one provider, for `metadata.providerAttempts`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub provider: &'static str,
+    /// `ok`, or the error's stable code (`provider_circuit_open`, `provider_unavailable`, …).
+    pub outcome: &'static str,
+    pub latency_ms: u64,
 }
 
 /// Why a provider could not produce an image.
@@ -74,11 +133,37 @@ pub enum ProviderError {
         reason: String,
         retry_after: Option<std::time::Duration>,
     },
+    /// The provider's circuit breaker is open; the call was not made.
+    #[error("{provider} is paused by its circuit breaker (retry in {}s)", retry_after.as_secs())]
+    CircuitOpen {
+        provider: &'static str,
+        retry_after: std::time::Duration,
+    },
+    /// Every provider of a fallback chain failed or was skipped.
+    #[error("no provider could render the image: {summary}")]
+    Exhausted {
+        summary: String,
+        retry_after: Option<std::time::Duration>,
+        /// What each provider did, for `metadata.providerAttempts`.
+        attempts: Vec<Attempt>,
+    },
 }
 
 impl ProviderError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::CircuitOpen { .. } | Self::Exhausted { .. }
+        )
+    }
+
+    /// When a retry makes sense, if the provider said so.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } | Self::Exhausted { retry_after, .. } => *retry_after,
+            Self::CircuitOpen { retry_after, .. } => Some(*retry_after),
+            Self::Rejected { .. } | Self::Misconfigured { .. } => None,
+        }
     }
 
     pub fn code(&self) -> &'static str {
@@ -86,6 +171,8 @@ impl ProviderError {
             Self::Rejected { code, .. } => code,
             Self::Misconfigured { .. } => "provider_misconfigured",
             Self::Unavailable { .. } => "provider_unavailable",
+            Self::CircuitOpen { .. } => "provider_circuit_open",
+            Self::Exhausted { .. } => "providers_exhausted",
         }
     }
 }

@@ -139,6 +139,78 @@ pub trait DesignStore: Send + Sync {
 
     /// Reads one row regardless of tenant (diagnostics and tests).
     async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError>;
+
+    /// Records one paid provider call in `metadata.cost.calls[call_id]` unless that id is
+    /// already there, then sets `costTokens`/`costCents` (rounded up) from the merged set, in
+    /// one transaction. Recording the same call twice counts it once; calls of earlier
+    /// attempts are kept. `mark_completed`/`mark_failed` never lower these columns.
+    async fn record_paid_call(
+        &self,
+        design: &DesignId,
+        tenant: &TenantId,
+        call: &PaidCallEntry,
+    ) -> Result<CostLedger, StoreError>;
+}
+
+/// One paid call as stored in `metadata.cost.calls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaidCallEntry {
+    pub call_id: String,
+    pub tokens: u64,
+    /// Exact cost in micro-cents (10^-8 USD).
+    pub micro_cents: u64,
+    /// The stored object (provider, model, usage, breakdown); `tokens` and `microCents` are
+    /// added to it.
+    pub details: serde_json::Value,
+}
+
+/// The merged cost of a design after [`DesignStore::record_paid_call`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostLedger {
+    pub cost_tokens: i32,
+    pub cost_cents: i32,
+    /// The whole `metadata.cost` object.
+    pub json: serde_json::Value,
+}
+
+/// Merges `call` into the `cost` member of `metadata` and recomputes the totals. Shared by the
+/// SQL adapters, which run it inside a transaction.
+pub(crate) fn merge_paid_call(metadata: Option<&serde_json::Value>, call: &PaidCallEntry) -> CostLedger {
+    let mut calls = metadata
+        .and_then(|m| m.get("cost"))
+        .and_then(|c| c.get("calls"))
+        .and_then(serde_json::Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if !calls.contains_key(&call.call_id) {
+        let mut entry = match &call.details {
+            serde_json::Value::Object(map) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        entry.insert("tokens".into(), call.tokens.into());
+        entry.insert("microCents".into(), call.micro_cents.into());
+        calls.insert(call.call_id.clone(), serde_json::Value::Object(entry));
+    }
+    let field =
+        |entry: &serde_json::Value, name: &str| entry.get(name).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let tokens: u64 = calls.values().map(|e| field(e, "tokens")).fold(0, u64::saturating_add);
+    let micro_cents: u64 = calls
+        .values()
+        .map(|e| field(e, "microCents"))
+        .fold(0, u64::saturating_add);
+    let cents = micro_cents.div_ceil(crate::budget::MicroCents::PER_CENT);
+    CostLedger {
+        cost_tokens: i32::try_from(tokens).unwrap_or(i32::MAX),
+        cost_cents: i32::try_from(cents).unwrap_or(i32::MAX),
+        json: serde_json::json!({
+            "calls": calls,
+            "totalTokens": tokens,
+            "totalMicroCents": micro_cents,
+            "totalCents": cents,
+            "currency": "USD",
+            "unit": "microCents = 1e-8 USD",
+        }),
+    }
 }
 
 /// The render columns this worker needs beyond Prisma's base model, with their SQL types for

@@ -11,7 +11,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
-    CompletedRender, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, RENDER_COLUMNS, StoreError,
+    CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
+    RENDER_COLUMNS, StoreError,
 };
 use crate::job::{DesignId, TenantId};
 
@@ -179,7 +180,8 @@ impl DesignStore for PgDesignStore {
     ) -> Result<(), StoreError> {
         let result = sqlx::query(
             r#"UPDATE "Design" SET "status" = 'COMPLETED'::"DesignStatus", "compositeTextureUrl" = $3,
-                   "previewUrl" = $4, "highResUrl" = $5, "costTokens" = $6, "costCents" = $7,
+                   "previewUrl" = $4, "highResUrl" = $5, "costTokens" = GREATEST("costTokens", $6),
+                   "costCents" = GREATEST("costCents", $7),
                    "metadata" = COALESCE("metadata", '{}'::jsonb) || $8::jsonb, "updatedAt" = $9
                WHERE "id" = $1 AND "tenantId" = $2"#,
         )
@@ -208,7 +210,8 @@ impl DesignStore for PgDesignStore {
         failure: &FailedRender,
     ) -> Result<(), StoreError> {
         let result = sqlx::query(
-            r#"UPDATE "Design" SET "status" = 'FAILED'::"DesignStatus", "costTokens" = $3, "costCents" = $4,
+            r#"UPDATE "Design" SET "status" = 'FAILED'::"DesignStatus", "costTokens" = GREATEST("costTokens", $3),
+                   "costCents" = GREATEST("costCents", $4),
                    "metadata" = COALESCE("metadata", '{}'::jsonb) || $5::jsonb, "updatedAt" = $6
                WHERE "id" = $1 AND "tenantId" = $2"#,
         )
@@ -225,6 +228,43 @@ impl DesignStore for PgDesignStore {
             return Err(Self::not_found(design, tenant));
         }
         Ok(())
+    }
+
+    async fn record_paid_call(
+        &self,
+        design: &DesignId,
+        tenant: &TenantId,
+        call: &PaidCallEntry,
+    ) -> Result<CostLedger, StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
+        // FOR UPDATE serialises concurrent recorders of the same design.
+        let row = sqlx::query(r#"SELECT "metadata" FROM "Design" WHERE "id" = $1 AND "tenantId" = $2 FOR UPDATE"#)
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *transaction)
+            .await
+            .map_err(StoreError::from_sqlx)?
+            .ok_or_else(|| Self::not_found(design, tenant))?;
+        let metadata: Option<sqlx::types::Json<serde_json::Value>> =
+            row.try_get("metadata").map_err(StoreError::from_sqlx)?;
+        let ledger = super::merge_paid_call(metadata.as_ref().map(|json| &json.0), call);
+        sqlx::query(
+            r#"UPDATE "Design" SET "costTokens" = $3, "costCents" = $4,
+                   "metadata" = jsonb_set(COALESCE("metadata", '{}'::jsonb), '{cost}', $5::jsonb, true),
+                   "updatedAt" = $6
+               WHERE "id" = $1 AND "tenantId" = $2"#,
+        )
+        .bind(design.as_str())
+        .bind(tenant.as_str())
+        .bind(ledger.cost_tokens)
+        .bind(ledger.cost_cents)
+        .bind(sqlx::types::Json(&ledger.json))
+        .bind(Self::now())
+        .execute(&mut *transaction)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        transaction.commit().await.map_err(StoreError::from_sqlx)?;
+        Ok(ledger)
     }
 
     async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError> {

@@ -8,7 +8,8 @@ use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use super::{
-    CompletedRender, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, RENDER_COLUMNS, StoreError,
+    CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
+    RENDER_COLUMNS, StoreError,
 };
 use crate::job::{DesignId, TenantId};
 
@@ -124,7 +125,7 @@ impl DesignStore for SqliteDesignStore {
     ) -> Result<(), StoreError> {
         let result = sqlx::query(
             r#"UPDATE "Design" SET "status" = 'COMPLETED', "compositeTextureUrl" = ?3, "previewUrl" = ?4,
-                   "highResUrl" = ?5, "costTokens" = ?6, "costCents" = ?7,
+                   "highResUrl" = ?5, "costTokens" = MAX("costTokens", ?6), "costCents" = MAX("costCents", ?7),
                    "metadata" = json_patch(COALESCE("metadata", '{}'), json(?8)), "updatedAt" = ?9
                WHERE "id" = ?1 AND "tenantId" IS ?2"#,
         )
@@ -153,7 +154,8 @@ impl DesignStore for SqliteDesignStore {
         failure: &FailedRender,
     ) -> Result<(), StoreError> {
         let result = sqlx::query(
-            r#"UPDATE "Design" SET "status" = 'FAILED', "costTokens" = ?3, "costCents" = ?4,
+            r#"UPDATE "Design" SET "status" = 'FAILED', "costTokens" = MAX("costTokens", ?3),
+                   "costCents" = MAX("costCents", ?4),
                    "metadata" = json_patch(COALESCE("metadata", '{}'), json(?5)), "updatedAt" = ?6
                WHERE "id" = ?1 AND "tenantId" IS ?2"#,
         )
@@ -170,6 +172,55 @@ impl DesignStore for SqliteDesignStore {
             return Err(Self::not_found(design, tenant));
         }
         Ok(())
+    }
+
+    async fn record_paid_call(
+        &self,
+        design: &DesignId,
+        tenant: &TenantId,
+        call: &PaidCallEntry,
+    ) -> Result<CostLedger, StoreError> {
+        let mut connection = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        // IMMEDIATE takes the write lock up front, so two writers cannot both read the old
+        // ledger and then overwrite each other.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let result = async {
+            let row = sqlx::query(r#"SELECT "metadata" FROM "Design" WHERE "id" = ?1 AND "tenantId" IS ?2"#)
+                .bind(design.as_str())
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *connection)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .ok_or_else(|| Self::not_found(design, tenant))?;
+            let metadata: Option<String> = row.try_get("metadata").map_err(StoreError::from_sqlx)?;
+            let metadata = metadata.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+            let ledger = super::merge_paid_call(metadata.as_ref(), call);
+            sqlx::query(
+                r#"UPDATE "Design" SET "costTokens" = ?3, "costCents" = ?4,
+                       "metadata" = json_set(COALESCE("metadata", '{}'), '$.cost', json(?5)), "updatedAt" = ?6
+                   WHERE "id" = ?1 AND "tenantId" IS ?2"#,
+            )
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .bind(ledger.cost_tokens)
+            .bind(ledger.cost_cents)
+            .bind(ledger.json.to_string())
+            .bind(Self::now())
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+            Ok(ledger)
+        }
+        .await;
+        let finish = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        sqlx::query(finish)
+            .execute(&mut *connection)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        result
     }
 
     async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError> {

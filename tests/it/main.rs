@@ -4,3 +4,6 @@ mod architecture;
 mod cli;
 mod download;
 mod helpers;
+mod migrations;
+mod providers;
+mod queue;

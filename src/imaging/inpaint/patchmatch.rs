@@ -212,9 +212,10 @@ fn texels_with_features(image: &RgbaImage, hole: &[bool], radius: usize) -> Vec<
             }
         }
     }
-    let horizontal = box_sum(&horizontal, width, height, radius);
-    let vertical = box_sum(&vertical, width, height, radius);
-    let weight = box_sum(&weight, width, height, radius);
+    drop(luma);
+    let horizontal = box_sum(horizontal, width, height, radius);
+    let vertical = box_sum(vertical, width, height, radius);
+    let weight = box_sum(weight, width, height, radius);
     image
         .pixels()
         .enumerate()
@@ -233,7 +234,9 @@ fn texels_with_features(image: &RgbaImage, hole: &[bool], radius: usize) -> Vec<
 /// Sum over the (2 radius + 1)^2 window around each pixel, clipped to the image.
 /// Rows are summed with prefix sums, then a running window of whole rows is kept, so both
 /// passes walk memory in order. Sums are f64, so adding and removing rows loses nothing.
-fn box_sum(values: &[f32], width: usize, height: usize, radius: usize) -> Vec<f32> {
+/// The input buffer is reused for the output, which keeps the peak memory of a 2048² fill
+/// down: only the row sums are allocated.
+fn box_sum(mut values: Vec<f32>, width: usize, height: usize, radius: usize) -> Vec<f32> {
     let mut rows = vec![0.0f64; width * height];
     rows.par_chunks_mut(width.max(1)).enumerate().for_each(|(y, row)| {
         let mut prefix = vec![0.0f64; width + 1];
@@ -245,7 +248,7 @@ fn box_sum(values: &[f32], width: usize, height: usize, radius: usize) -> Vec<f3
             *out = prefix[high] - prefix[low];
         }
     });
-    let mut output = vec![0.0f32; width * height];
+    let output = &mut values;
     let mut window = vec![0.0f64; width];
     for row in rows.chunks(width.max(1)).take(radius.min(height)) {
         for (total, &value) in window.iter_mut().zip(row) {
@@ -269,7 +272,7 @@ fn box_sum(values: &[f32], width: usize, height: usize, radius: usize) -> Vec<f3
             *out = total as f32;
         }
     }
-    output
+    values
 }
 
 /// One pyramid level: the current estimate and which pixels it must fill.

@@ -1,0 +1,253 @@
+//! Render events: the versioned payload announced when a design completes or fails for good, and
+//! the [`EventSink`] port that delivers it.
+//!
+//! Adapters: [`redis_pubsub::RedisPublisher`] (Redis PUBLISH on `design.render.completed` /
+//! `design.render.failed`), [`webhook::WebhookSink`] (HMAC-signed POST) and [`Fanout`] (several
+//! sinks at once). Delivery is at-least-once from the worker's point of view only in the sense that
+//! a failed publish is logged and never fails the job: the Design row is the source of truth.
+
+pub mod redis_pubsub;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+
+/// Channel of the completed event.
+pub const COMPLETED: &str = "design.render.completed";
+/// Channel of the failed event.
+pub const FAILED: &str = "design.render.failed";
+
+/// The event payload (camelCase JSON, `version` 1). URLs are present on completion, `error` on
+/// failure.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RenderEvent {
+    pub event: &'static str,
+    pub version: u32,
+    pub job_id: String,
+    pub design_id: String,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    /// Attempts made including this one.
+    pub attempts_made: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub composite_texture_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high_res_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normal_map_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roughness_map_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<EventError>,
+    pub cost_tokens: i32,
+    pub cost_cents: i32,
+    /// RFC 3339 UTC with milliseconds.
+    pub timestamp: String,
+}
+
+/// The failure part of a `design.render.failed` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventError {
+    /// A stable code (`invalid_payload`, `asset_refused`, `provider_timeout`, …).
+    pub code: String,
+    pub message: String,
+    /// Whether the error was permanent (no attempt could succeed).
+    pub permanent: bool,
+}
+
+/// Who the event is about; shared by both constructors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSubject {
+    pub job_id: String,
+    pub design_id: String,
+    pub tenant_id: String,
+    pub user_id: Option<String>,
+    pub attempts_made: u32,
+}
+
+impl RenderEvent {
+    pub fn completed(subject: EventSubject, output: &crate::pipeline::RenderOutput) -> Self {
+        let url = |key: &str| {
+            output
+                .metadata
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        Self {
+            composite_texture_url: Some(output.composite_texture_url.clone()),
+            preview_url: Some(output.preview_url.clone()),
+            high_res_url: Some(output.high_res_url.clone()),
+            normal_map_url: url("normalMapUrl"),
+            roughness_map_url: url("roughnessMapUrl"),
+            error: None,
+            cost_tokens: output.cost_tokens,
+            cost_cents: output.cost_cents,
+            ..Self::base(COMPLETED, subject)
+        }
+    }
+
+    pub fn failed(subject: EventSubject, error: EventError) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::base(FAILED, subject)
+        }
+    }
+
+    fn base(event: &'static str, subject: EventSubject) -> Self {
+        Self {
+            event,
+            version: 1,
+            job_id: subject.job_id,
+            design_id: subject.design_id,
+            tenant_id: subject.tenant_id,
+            user_id: subject.user_id,
+            attempts_made: subject.attempts_made,
+            composite_texture_url: None,
+            preview_url: None,
+            high_res_url: None,
+            normal_map_url: None,
+            roughness_map_url: None,
+            error: None,
+            cost_tokens: 0,
+            cost_cents: 0,
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventSinkError {
+    #[error("event payload could not be serialised: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("{sink} unavailable: {message}")]
+    Unavailable { sink: &'static str, message: String },
+    #[error("{sink} refused the event with status {status}")]
+    Rejected { sink: &'static str, status: u16 },
+}
+
+impl EventSinkError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Serialize(_) => "event_serialize",
+            Self::Unavailable { .. } => "event_sink_unavailable",
+            Self::Rejected { .. } => "event_sink_rejected",
+        }
+    }
+}
+
+/// Delivers render events.
+#[async_trait::async_trait]
+pub trait EventSink: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError>;
+}
+
+/// Sends each event to every sink; the first error is returned after all were tried.
+pub struct Fanout {
+    pub sinks: Vec<Arc<dyn EventSink>>,
+}
+
+#[async_trait::async_trait]
+impl EventSink for Fanout {
+    fn name(&self) -> &'static str {
+        "fanout"
+    }
+
+    async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
+        let results = futures_util::future::join_all(self.sinks.iter().map(|sink| sink.publish(event))).await;
+        results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+    }
+}
+
+/// Keeps events in memory (tests).
+#[derive(Default)]
+pub struct MemorySink {
+    pub events: std::sync::Mutex<Vec<RenderEvent>>,
+}
+
+#[async_trait::async_trait]
+impl EventSink for MemorySink {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event.clone());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject() -> EventSubject {
+        EventSubject {
+            job_id: "7".into(),
+            design_id: "d1".into(),
+            tenant_id: "t1".into(),
+            user_id: Some("u1".into()),
+            attempts_made: 3,
+        }
+    }
+
+    #[test]
+    fn failed_event_payload_has_the_documented_fields() {
+        let event = RenderEvent::failed(
+            subject(),
+            EventError {
+                code: "asset_refused".into(),
+                message: "`baseTextureUrl` refused".into(),
+                permanent: true,
+            },
+        );
+        let json = serde_json::to_value(&event).unwrap();
+        for key in [
+            "event",
+            "version",
+            "jobId",
+            "designId",
+            "tenantId",
+            "userId",
+            "attemptsMade",
+            "error",
+            "costTokens",
+            "costCents",
+            "timestamp",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key} in {json}");
+        }
+        assert_eq!(json["event"], FAILED);
+        assert_eq!(json["error"]["code"], "asset_refused");
+        assert!(json.get("compositeTextureUrl").is_none());
+    }
+
+    #[tokio::test]
+    async fn fanout_reaches_every_sink() {
+        let first = Arc::new(MemorySink::default());
+        let second = Arc::new(MemorySink::default());
+        let fanout = Fanout {
+            sinks: vec![first.clone(), second.clone()],
+        };
+        let event = RenderEvent::failed(
+            subject(),
+            EventError {
+                code: "x".into(),
+                message: "y".into(),
+                permanent: false,
+            },
+        );
+        fanout.publish(&event).await.unwrap();
+        assert_eq!(first.events.lock().unwrap().len(), 1);
+        assert_eq!(second.events.lock().unwrap().len(), 1);
+    }
+}

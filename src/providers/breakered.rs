@@ -1,0 +1,66 @@
+//! The circuit-breaker decorator: an [`ImageEditor`] that guards another one with a
+//! [`CircuitBreaker`] state machine (see `breaker.rs`).
+//!
+//! It decides which outcomes count: transient failures ([`ProviderError::Unavailable`]: 5xx,
+//! timeouts, connection errors, 429) count; the job's own bad request (content policy,
+//! invalid image, token cap) and misconfiguration do not. It logs every transition. When the
+//! breaker is open it answers [`ProviderError::CircuitOpen`] without calling the provider.
+
+use std::sync::Arc;
+
+use super::breaker::{CircuitBreaker, Transition};
+use super::{EditRequest, EditResponse, ImageEditor, ProviderError};
+
+/// An editor behind its own circuit breaker.
+pub struct Breakered {
+    inner: Arc<dyn ImageEditor>,
+    breaker: CircuitBreaker,
+}
+
+impl Breakered {
+    pub fn new(inner: Arc<dyn ImageEditor>, breaker: CircuitBreaker) -> Self {
+        Self { inner, breaker }
+    }
+
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    fn log(&self, transition: Option<Transition>) {
+        if let Some(Transition { from, to }) = transition {
+            tracing::warn!(
+                provider = self.inner.name(),
+                breaker.from = from.as_str(),
+                breaker.to = to.as_str(),
+                "circuit breaker of provider {} went from {from} to {to}",
+                self.inner.name()
+            );
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageEditor for Breakered {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn uses_prompt(&self) -> bool {
+        self.inner.uses_prompt()
+    }
+
+    async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
+        let permit = self.breaker.try_acquire().map_err(|open| ProviderError::CircuitOpen {
+            provider: self.inner.name(),
+            retry_after: open.retry_after,
+        })?;
+        self.log(permit.transition());
+        let outcome = self.inner.edit(request).await;
+        match &outcome {
+            Ok(_) => self.log(permit.success()),
+            Err(ProviderError::Unavailable { .. }) => self.log(permit.failure()),
+            Err(_) => permit.ignore(),
+        }
+        outcome
+    }
+}

@@ -1,0 +1,114 @@
+//! The fallback chain: an ordered list of editors that is itself an [`ImageEditor`], so the
+//! pipeline calls one editor and never counts providers.
+//!
+//! Rule: try each provider in order. A success ends the chain. An open breaker, a transient
+//! failure or a provider misconfiguration moves on to the next provider (none of them is the
+//! job's fault). A rejection of the request itself (content policy, token cap, bad image) ends
+//! the chain: the next provider would be asked the same thing. When no provider is left the
+//! chain fails with [`ProviderError::Exhausted`], which is transient, so the job retries with
+//! backoff — except when every provider was misconfigured, which no retry can fix.
+//! Every try is recorded as an [`Attempt`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Attempt, EditRequest, EditResponse, ImageEditor, ProviderError};
+
+pub struct FallbackChain {
+    editors: Vec<Arc<dyn ImageEditor>>,
+}
+
+impl FallbackChain {
+    /// At least one editor is expected; an empty chain fails every call with `Exhausted`.
+    pub fn new(editors: Vec<Arc<dyn ImageEditor>>) -> Self {
+        Self { editors }
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.editors.iter().map(|editor| editor.name()).collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageEditor for FallbackChain {
+    fn name(&self) -> &'static str {
+        "fallback"
+    }
+
+    /// True when every provider follows the prompt (the built-in fill does not).
+    fn uses_prompt(&self) -> bool {
+        self.editors.iter().all(|editor| editor.uses_prompt())
+    }
+
+    async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
+        let mut attempts = Vec::with_capacity(self.editors.len());
+        let mut failures: Vec<ProviderError> = Vec::new();
+        for editor in &self.editors {
+            let started = Instant::now();
+            let outcome = editor
+                .edit(EditRequest {
+                    image: request.image,
+                    mask: request.mask,
+                    prompt: request.prompt,
+                    size: request.size,
+                    quality: request.quality,
+                })
+                .await;
+            let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match outcome {
+                Ok(mut response) => {
+                    attempts.push(Attempt {
+                        provider: editor.name(),
+                        outcome: "ok",
+                        latency_ms,
+                    });
+                    response.attempts = attempts;
+                    return Ok(response);
+                }
+                Err(error) => {
+                    attempts.push(Attempt {
+                        provider: editor.name(),
+                        outcome: error.code(),
+                        latency_ms,
+                    });
+                    let moves_on = error.is_retryable() || matches!(error, ProviderError::Misconfigured { .. });
+                    if !moves_on {
+                        return Err(error);
+                    }
+                    tracing::info!(
+                        provider = editor.name(),
+                        error.code = error.code(),
+                        "provider {} failed ({error}); trying the next one",
+                        editor.name()
+                    );
+                    failures.push(error);
+                }
+            }
+        }
+        let summary = failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        if !failures.is_empty()
+            && failures
+                .iter()
+                .all(|e| matches!(e, ProviderError::Misconfigured { .. }))
+        {
+            return Err(ProviderError::Misconfigured {
+                provider: attempts.first().map_or("fallback", |attempt| attempt.provider),
+                reason: summary,
+            });
+        }
+        let retry_after = failures
+            .iter()
+            .filter_map(ProviderError::retry_after)
+            .min()
+            .map(|after| after.max(Duration::from_secs(1)));
+        Err(ProviderError::Exhausted {
+            summary: if summary.is_empty() {
+                "no provider is configured".into()
+            } else {
+                summary
+            },
+            retry_after,
+            attempts,
+        })
+    }
+}

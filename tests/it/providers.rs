@@ -1,0 +1,802 @@
+//! Issue 5: the OpenAI and local diffusion providers against loopback mock servers that parse
+//! what we send the way the reference describes, plus breakers, fallback, dry run, safety and
+//! cost accounting through the real pipeline (SQLite in a temp dir).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use design_render::app::{self, Mode};
+use design_render::config::{Config, ProviderKind, Secret};
+use design_render::job::{DesignId, RenderRequest, TenantId};
+use design_render::pipeline::{Disposition, Pipeline, RenderError, Silent};
+use design_render::providers::ProviderError;
+use design_render::providers::breaker::{Clock, ManualClock, SystemClock};
+use design_render::storage::{BlobStore, StorageError, StorageKey};
+use design_render::store::{DesignStore, PaidCallEntry};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use super::helpers;
+
+const KEY: &str = "sk-test-abcdef0123456789";
+
+/// Base 64x64 and a centred square mask, written to `dir`.
+fn inputs(dir: &Path) -> (String, String) {
+    let base = dir.join("base.png");
+    let mask = dir.join("mask.png");
+    std::fs::write(&base, helpers::gradient_png(64, 48)).unwrap();
+    std::fs::write(&mask, helpers::square_mask_png(64, 48)).unwrap();
+    (base.display().to_string(), mask.display().to_string())
+}
+
+fn request(dir: &Path, design: &str, prompt: &str) -> RenderRequest {
+    let (base, mask) = inputs(dir);
+    let payload = serde_json::json!({
+        "designId": design,
+        "tenantId": "tenant-1",
+        "prompt": prompt,
+        "baseTextureUrl": base,
+        "maskUrl": mask,
+        "renderOptions": {"quality": "hd", "size": "128x128"},
+    });
+    RenderRequest::from_json(payload.to_string().as_bytes()).unwrap()
+}
+
+fn openai_config(dir: &Path, server: &MockServer) -> Config {
+    let mut config = Config::for_tests(dir);
+    config.providers.openai_api_key = Some(Secret::new(KEY));
+    config.providers.openai_base_url = url::Url::parse(&format!("{}/v1", server.uri())).unwrap();
+    // gpt-image-1 is fully priced by the reference; gpt-image-1.5 needs PRICE_TABLE_OVERRIDES.
+    config.providers.openai_image_model = "gpt-image-1".into();
+    config.providers.openai_timeout = Duration::from_secs(5);
+    config
+}
+
+async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Pipeline {
+    helpers::init();
+    app::build_pipeline_with_clock(config, Mode::OneShot, clock)
+        .await
+        .unwrap()
+}
+
+fn png_b64(width: u32, height: u32) -> String {
+    base64::engine::general_purpose::STANDARD.encode(helpers::gradient_png(width, height))
+}
+
+fn edits_ok(request_id: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("x-request-id", request_id)
+        .set_body_json(serde_json::json!({
+            "created": 1_713_833_628,
+            "data": [{"b64_json": png_b64(64, 64)}],
+            "usage": {"total_tokens": 4270, "input_tokens": 110, "output_tokens": 4160,
+                      "input_tokens_details": {"text_tokens": 45, "image_tokens": 65}},
+        }))
+}
+
+/// gpt-image-1: 45 × 500 + 65 × 1000 + 4160 × 4000 micro-cents = 16 727 500 → 17 cents.
+const EXPECTED_CENTS: i32 = 17;
+
+/// The parts of a multipart body: (name, content type, bytes).
+fn multipart(request: &Request) -> Vec<(String, Option<String>, Vec<u8>)> {
+    let content_type = request
+        .headers
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let delimiter = format!("--{boundary}").into_bytes();
+    let body = &request.body;
+    let mut starts = Vec::new();
+    let mut index = 0;
+    while index + delimiter.len() <= body.len() {
+        if body[index..].starts_with(&delimiter) {
+            starts.push(index);
+            index += delimiter.len();
+        } else {
+            index += 1;
+        }
+    }
+    let mut parts = Vec::new();
+    for pair in starts.windows(2) {
+        let chunk = &body[pair[0] + delimiter.len()..pair[1]];
+        let chunk = chunk.strip_prefix(b"\r\n").unwrap_or(chunk);
+        let chunk = chunk.strip_suffix(b"\r\n").unwrap_or(chunk);
+        let split = chunk.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&chunk[..split]).to_string();
+        let data = chunk[split + 4..].to_vec();
+        let name = head
+            .split("name=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        let part_type = head
+            .lines()
+            .find(|line| line.to_ascii_lowercase().starts_with("content-type:"))
+            .map(|line| line[13..].trim().to_owned());
+        parts.push((name, part_type, data));
+    }
+    parts
+}
+
+fn text_field(parts: &[(String, Option<String>, Vec<u8>)], name: &str) -> Option<String> {
+    parts
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, _, data)| String::from_utf8(data.clone()).unwrap())
+}
+
+/// Answers like the edits endpoint, after rejecting what the real service would reject.
+fn strict_edits(request_ids: Arc<AtomicUsize>) -> impl Fn(&Request) -> ResponseTemplate + Send + Sync {
+    move |request: &Request| {
+        let bad = |message: &str| {
+            ResponseTemplate::new(400).set_body_json(serde_json::json!({
+                "error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}
+            }))
+        };
+        let auth = request
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if auth.as_deref() != Some(&format!("Bearer {KEY}")) {
+            return ResponseTemplate::new(401).set_body_json(serde_json::json!({
+                "error": {"message": "Incorrect API key provided: sk-test-ab****6789.", "type": "invalid_request_error",
+                          "param": null, "code": "invalid_api_key"}
+            }));
+        }
+        let parts = multipart(request);
+        if text_field(&parts, "model").as_deref() != Some("gpt-image-1") {
+            return bad("model");
+        }
+        if !matches!(
+            text_field(&parts, "size").as_deref(),
+            Some("1024x1024" | "1536x1024" | "1024x1536" | "auto")
+        ) {
+            return bad("size");
+        }
+        if text_field(&parts, "quality").as_deref() != Some("high") {
+            return bad("quality (hd must become high)");
+        }
+        let Some(prompt) = text_field(&parts, "prompt") else {
+            return bad("prompt required");
+        };
+        if prompt.contains('@') || prompt.contains("555") {
+            return bad("PII reached the provider");
+        }
+        let Some((_, Some(image_type), image)) = parts.iter().find(|(n, _, _)| n == "image[]" || n == "image") else {
+            return bad("image");
+        };
+        let Some((_, Some(mask_type), mask)) = parts.iter().find(|(n, _, _)| n == "mask") else {
+            return bad("mask");
+        };
+        if image_type != "image/png" || mask_type != "image/png" {
+            return bad("unsupported mimetype");
+        }
+        let image = image::load_from_memory(image).unwrap();
+        let mask = image::load_from_memory(mask).unwrap();
+        if !mask.color().has_alpha() {
+            return bad("Invalid input image - format must be in ['RGBA', 'LA', 'L'], got RGB.");
+        }
+        if (image.width(), image.height()) != (mask.width(), mask.height()) {
+            return bad("mask size mismatch");
+        }
+        let mask = mask.to_rgba8();
+        // Centre is regenerated (transparent), the corner kept (opaque).
+        if mask.get_pixel(32, 24).0[3] != 0 || mask.get_pixel(0, 0).0[3] != 255 {
+            return bad("mask convention");
+        }
+        let id = request_ids.fetch_add(1, Ordering::SeqCst);
+        edits_ok(&format!("req_{id}"))
+    }
+}
+
+#[tokio::test]
+async fn openai_success_records_usage_cost_and_sends_the_reference_request_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(strict_edits(Arc::new(AtomicUsize::new(0))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = openai_config(dir.path(), &server);
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let prompt = "marble texture, mail me at jane.doe@example.com or call +1 555 123 4567";
+    let output = pipeline
+        .run(&request(dir.path(), "d-ok", prompt), &Silent)
+        .await
+        .unwrap();
+    assert_eq!(output.cost_tokens, 4270);
+    assert_eq!(output.cost_cents, EXPECTED_CENTS);
+    assert_eq!(output.metadata["provider"], "openai");
+    assert_eq!(output.metadata["providerAttempts"][0]["outcome"], "ok");
+    assert_eq!(output.metadata["cost"]["calls"]["openai:req_0"]["tokens"], 4270);
+    assert_eq!(output.metadata["cost"]["totalMicroCents"], 16_727_500);
+    let row = pipeline
+        .designs
+        .get(&DesignId::parse("d-ok").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.cost_tokens, row.cost_cents), (4270, EXPECTED_CENTS));
+}
+
+#[tokio::test]
+async fn content_policy_is_permanent_and_does_not_count_against_the_breaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {"message": "Your request was rejected by the safety system. safety_violations=[violence].",
+                      "type": "image_generation_user_error", "param": null, "code": "moderation_blocked",
+                      "moderation_details": {"moderation_stage": "input", "categories": ["violence"]}}
+        })))
+        .expect(3)
+        .mount(&server)
+        .await;
+    let mut config = openai_config(dir.path(), &server);
+    config.providers.circuit_breaker_threshold = 1;
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    for _ in 0..3 {
+        let error = pipeline
+            .run(&request(dir.path(), "d-policy", "a castle"), &Silent)
+            .await
+            .unwrap_err();
+        assert_eq!(error.disposition(), Disposition::Abort);
+        assert_eq!(error.code(), "provider_content_blocked");
+        assert!(
+            error.to_string().contains("blocked by provider (category: violence)"),
+            "{error}"
+        );
+    }
+    // Three calls reached the mock with a threshold of 1: the breaker never opened.
+}
+
+#[tokio::test]
+async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = MockServer::start().await;
+    let local = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({
+            "error": {"message": "The server had an error while processing your request.", "type": "server_error",
+                      "param": null, "code": null}
+        })))
+        .up_to_n_times(5)
+        .with_priority(1)
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(edits_ok("req_probe"))
+        .with_priority(2)
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/sdapi/v1/img2img"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "images": [png_b64(64, 64)], "parameters": {}, "info": "{}"
+        })))
+        .mount(&local)
+        .await;
+    let mut config = openai_config(dir.path(), &openai);
+    config.providers.local_diffusion_url = Some(url::Url::parse(&local.uri()).unwrap());
+    let clock = Arc::new(ManualClock::new());
+    let pipeline = pipeline(&config, clock.clone()).await;
+    for attempt in 0..5 {
+        let output = pipeline
+            .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
+            .await
+            .unwrap();
+        assert_eq!(output.metadata["provider"], "local-diffusion", "attempt {attempt}");
+        assert_eq!(
+            output.metadata["providerAttempts"][0]["outcome"],
+            "provider_unavailable"
+        );
+    }
+    assert_eq!(received(&openai).await, 5);
+    // Open: OpenAI is skipped without a request.
+    let output = pipeline
+        .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
+        .await
+        .unwrap();
+    assert_eq!(output.metadata["provider"], "local-diffusion");
+    assert_eq!(
+        output.metadata["providerAttempts"][0]["outcome"],
+        "provider_circuit_open"
+    );
+    assert_eq!(received(&openai).await, 5);
+    // After CIRCUIT_BREAKER_TIMEOUT the single probe goes through, succeeds and closes it.
+    clock.advance(Duration::from_millis(60_001));
+    let output = pipeline
+        .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
+        .await
+        .unwrap();
+    assert_eq!(output.metadata["provider"], "openai");
+    assert_eq!(received(&openai).await, 6);
+    let output = pipeline
+        .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
+        .await
+        .unwrap();
+    assert_eq!(output.metadata["provider"], "openai");
+    assert_eq!(received(&openai).await, 7);
+    assert_eq!(received(&local).await, 6);
+}
+
+async fn received(server: &MockServer) -> usize {
+    server.received_requests().await.unwrap().len()
+}
+
+#[tokio::test]
+async fn rate_limit_is_transient_and_honours_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "7")
+                .set_body_json(serde_json::json!({
+                    "error": {"message": "Rate limit reached for images", "type": "requests", "param": null,
+                              "code": "rate_limit_exceeded"}
+                })),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let config = openai_config(dir.path(), &server);
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let error = pipeline
+        .run(&request(dir.path(), "d-429", "tiles"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.disposition(), Disposition::Retry);
+    let RenderError::Provider(provider) = &error else {
+        panic!("expected a provider error, got {error}");
+    };
+    assert_eq!(provider.retry_after(), Some(Duration::from_secs(7)));
+    assert!(provider.to_string().contains("rate limited"), "{provider}");
+}
+
+#[tokio::test]
+async fn token_limit_fails_permanently_before_any_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(edits_ok("x"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut config = openai_config(dir.path(), &server);
+    config.providers.max_tokens_per_job = 1000; // hd at 1024x1024 alone is 4160 output tokens
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let error = pipeline
+        .run(&request(dir.path(), "d-cap", "tiles"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.disposition(), Disposition::Abort);
+    assert_eq!(error.code(), "token_limit_exceeded");
+}
+
+#[tokio::test]
+async fn dry_run_makes_no_request_and_records_an_estimate_at_zero_cents() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(edits_ok("x"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut config = openai_config(dir.path(), &server);
+    config.providers.dry_run = true;
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let output = pipeline
+        .run(&request(dir.path(), "d-dry", "tiles"), &Silent)
+        .await
+        .unwrap();
+    assert_eq!(output.metadata["dryRun"], true);
+    assert_eq!(output.cost_cents, 0);
+    assert_eq!(output.metadata["provider"], "builtin");
+    assert_eq!(output.metadata["estimate"]["model"], "gpt-image-1");
+    // A 64x48 base is landscape: 1536x1024 at high quality is 6208 output tokens.
+    assert_eq!(output.metadata["estimate"]["tokens"]["image_output"], 6208);
+    assert!(output.metadata["estimate"]["costMicroCents"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn blocked_and_obfuscated_prompts_never_reach_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(edits_ok("x"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let blocklist = dir.path().join("blocklist.txt");
+    std::fs::write(&blocklist, "# test list\nviolence/graphic: severed head\n").unwrap();
+    let mut config = openai_config(dir.path(), &server);
+    config.providers.prompt_blocklist = Some(blocklist);
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    for prompt in [
+        "a severed head on marble",
+        "a S3V3R3D  h e a d",
+        "a s\u{0435}vered\u{200B} head", // Cyrillic look-alike and a zero-width space
+    ] {
+        let error = pipeline
+            .run(&request(dir.path(), "d-blocked", prompt), &Silent)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), "prompt_blocked", "{prompt}");
+        assert_eq!(error.disposition(), Disposition::Abort);
+        assert!(error.to_string().contains("violence/graphic"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn moderation_pre_check_blocks_before_the_edit_and_names_the_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/moderations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "id": "modr-1", "model": "omni-moderation-latest",
+            "results": [{"flagged": true,
+                         "categories": {"harassment": false, "violence": true, "illicit": null},
+                         "category_scores": {"violence": 0.99}, "category_applied_input_types": {"violence": ["text"]}}]
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(edits_ok("x"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut config = openai_config(dir.path(), &server);
+    config.providers.openai_moderation_enabled = true;
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let error = pipeline
+        .run(&request(dir.path(), "d-mod", "a fight"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "prompt_blocked");
+    assert_eq!(error.disposition(), Disposition::Abort);
+    assert!(error.to_string().contains("violence"), "{error}");
+}
+
+#[tokio::test]
+async fn a_refused_key_is_a_configuration_error_without_the_key_in_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(strict_edits(Arc::new(AtomicUsize::new(0))))
+        .mount(&server)
+        .await;
+    let mut config = openai_config(dir.path(), &server);
+    config.providers.openai_api_key = Some(Secret::new("sk-wrong-SECRETSECRET"));
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let error = pipeline
+        .run(&request(dir.path(), "d-401", "tiles"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "provider_misconfigured");
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("SECRET") && !text.contains("abcdef"), "{text}");
+}
+
+fn local_only(dir: &Path, server: &MockServer) -> Config {
+    let mut config = Config::for_tests(dir);
+    config.providers.local_diffusion_url = Some(url::Url::parse(&server.uri()).unwrap());
+    config.providers.local_diffusion_timeout = Duration::from_millis(500);
+    config
+}
+
+#[tokio::test]
+async fn local_diffusion_success_sends_an_inpainting_body_and_costs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/sdapi/v1/img2img"))
+        .respond_with(|request: &Request| {
+            let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+            let decode = |text: &serde_json::Value| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text.as_str().unwrap())
+                    .unwrap();
+                image::load_from_memory(&bytes).unwrap()
+            };
+            let Some(init) = body["init_images"].get(0) else {
+                return ResponseTemplate::new(404)
+                    .set_body_json(serde_json::json!({"error": "HTTPException", "detail": "Init image not found"}));
+            };
+            let init = decode(init);
+            let mask = decode(&body["mask"]).to_luma8();
+            let ok = (init.width(), init.height()) == (mask.width(), mask.height())
+                && mask.get_pixel(32, 24).0[0] == 255
+                && mask.get_pixel(0, 0).0[0] == 0
+                && body["prompt"] == "mossy stone"
+                && body["width"].as_u64().unwrap().is_multiple_of(8)
+                && body["inpainting_mask_invert"] == 0
+                && body["denoising_strength"] == 0.75;
+            if !ok {
+                return ResponseTemplate::new(422).set_body_json(serde_json::json!({"detail": "bad body"}));
+            }
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "images": [png_b64(64, 64)], "parameters": {}, "info": "{\"seed\": 1}"
+            }))
+        })
+        .expect(1)
+        .mount(&server)
+        .await;
+    let pipeline = pipeline(&local_only(dir.path(), &server), Arc::new(SystemClock)).await;
+    let output = pipeline
+        .run(&request(dir.path(), "d-local", "mossy stone"), &Silent)
+        .await
+        .unwrap();
+    assert_eq!(output.metadata["provider"], "local-diffusion");
+    assert_eq!((output.cost_tokens, output.cost_cents), (0, 0));
+}
+
+#[tokio::test]
+async fn local_diffusion_timeout_and_garbage_are_transient_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .mount(&slow)
+        .await;
+    let pipeline_slow = pipeline(&local_only(dir.path(), &slow), Arc::new(SystemClock)).await;
+    let error = pipeline_slow
+        .run(&request(dir.path(), "d-slow", "moss"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.disposition(), Disposition::Retry);
+    assert!(error.to_string().contains("timed out"), "{error}");
+
+    let garbage = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({"images": ["bm90IGFuIGltYWdl"]})))
+        .mount(&garbage)
+        .await;
+    let other = tempfile::tempdir().unwrap();
+    let pipeline_garbage = pipeline(&local_only(other.path(), &garbage), Arc::new(SystemClock)).await;
+    let error = pipeline_garbage
+        .run(&request(other.path(), "d-garbage", "moss"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.disposition(), Disposition::Retry);
+    assert!(error.to_string().contains("images[0] is not an image"), "{error}");
+}
+
+#[test]
+fn provider_order_follows_render_providers_then_the_spec_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut config = Config::for_tests(dir.path()).providers;
+    config.openai_image_model = "gpt-image-1".into();
+    assert_eq!(
+        app::build_editor(&config, clock.clone()).unwrap().order,
+        vec!["builtin"]
+    );
+    config.openai_api_key = Some(Secret::new(KEY));
+    config.local_diffusion_url = Some(url::Url::parse("http://127.0.0.1:7860").unwrap());
+    assert_eq!(
+        app::build_editor(&config, clock.clone()).unwrap().order,
+        vec!["openai", "local-diffusion"]
+    );
+    config.render_providers = Some(vec![
+        ProviderKind::LocalDiffusion,
+        ProviderKind::OpenAi,
+        ProviderKind::Builtin,
+    ]);
+    assert_eq!(
+        app::build_editor(&config, clock.clone()).unwrap().order,
+        vec!["local-diffusion", "openai", "builtin"]
+    );
+    config.openai_image_edit_enabled = false;
+    assert!(
+        app::build_editor(&config, clock.clone()).is_err(),
+        "listed but disabled"
+    );
+    config.render_providers = None;
+    assert_eq!(
+        app::build_editor(&config, clock.clone()).unwrap().order,
+        vec!["local-diffusion"]
+    );
+    // The default model is not fully priced by the reference: refused at start-up.
+    config.openai_image_edit_enabled = true;
+    config.openai_image_model = "gpt-image-1.5".into();
+    let error = app::build_editor(&config, clock).err().unwrap();
+    assert!(format!("{error:#}").contains("PRICE_TABLE_OVERRIDES"), "{error:#}");
+}
+
+/// A blob store that fails its first `fail` puts, then delegates.
+struct FlakyBlobs {
+    inner: Arc<dyn BlobStore>,
+    fail: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FlakyBlobs {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+
+    async fn put(
+        &self,
+        key: &StorageKey,
+        bytes: Vec<u8>,
+        content_type: &'static str,
+    ) -> Result<url::Url, StorageError> {
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StorageError::Unavailable {
+                key: key.clone(),
+                reason: "injected outage".into(),
+            });
+        }
+        self.inner.put(key, bytes, content_type).await
+    }
+}
+
+#[tokio::test]
+async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(strict_edits(Arc::new(AtomicUsize::new(0))))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let config = openai_config(dir.path(), &server);
+    let mut pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    pipeline.blobs = Arc::new(FlakyBlobs {
+        inner: Arc::clone(&pipeline.blobs),
+        fail: AtomicUsize::new(1),
+    });
+    let job = request(dir.path(), "d-retry", "slate");
+    let design = DesignId::parse("d-retry").unwrap();
+    let tenant = TenantId::parse("tenant-1").unwrap();
+
+    // Attempt 1: the paid call succeeds, the upload fails. The cost is already on the row.
+    let error = pipeline.run(&job, &Silent).await.unwrap_err();
+    assert_eq!(error.disposition(), Disposition::Retry);
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!((row.cost_tokens, row.cost_cents), (4270, EXPECTED_CENTS));
+    // Recording a failure (as a last attempt would) does not wipe it.
+    pipeline.record_failure(&job, &error).await.unwrap();
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!(row.cost_tokens, 4270);
+
+    // Replaying the bookkeeping of the same call counts it once.
+    let calls = row.metadata.as_ref().unwrap()["cost"]["calls"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(calls.len(), 1);
+    let replay = PaidCallEntry {
+        call_id: "openai:req_0".into(),
+        tokens: 4270,
+        micro_cents: 16_727_500,
+        details: serde_json::json!({}),
+    };
+    let ledger = pipeline
+        .designs
+        .record_paid_call(&design, &tenant, &replay)
+        .await
+        .unwrap();
+    assert_eq!(ledger.cost_tokens, 4270);
+
+    // Attempt 2: a second, distinct paid call; the job completes with both counted.
+    let output = pipeline.run(&job, &Silent).await.unwrap();
+    assert_eq!(output.cost_tokens, 2 * 4270);
+    assert_eq!(output.cost_cents, 34); // 33 455 000 micro-cents, rounded up once
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!((row.cost_tokens, row.cost_cents), (2 * 4270, 34));
+    let calls = row.metadata.as_ref().unwrap()["cost"]["calls"]
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        calls.keys().cloned().collect::<Vec<_>>(),
+        vec!["openai:req_0", "openai:req_1"]
+    );
+}
+
+#[tokio::test]
+async fn postgres_records_paid_calls_idempotently() {
+    use design_render::store::MissingDesign;
+    use design_render::store::postgres::{PgDesignStore, PgSettings};
+    const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+    let schema = format!(
+        "dr_cost_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let admin = sqlx::PgPool::connect(PG_URL)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE SCHEMA "{schema}""#)))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let store = PgDesignStore::connect(
+        PgSettings {
+            url: PG_URL,
+            schema: Some(&schema),
+            max_connections: 2,
+            run_migrations: true,
+        },
+        MissingDesign::Create,
+    )
+    .await
+    .unwrap();
+    let design = DesignId::parse("d-pg").unwrap();
+    let tenant = TenantId::parse("tenant-1").unwrap();
+    store.mark_processing(&design, &tenant).await.unwrap();
+    let call = |id: &str| PaidCallEntry {
+        call_id: id.into(),
+        tokens: 1000,
+        micro_cents: 1_500_000,
+        details: serde_json::json!({"provider": "openai"}),
+    };
+    store.record_paid_call(&design, &tenant, &call("a")).await.unwrap();
+    store.record_paid_call(&design, &tenant, &call("a")).await.unwrap();
+    let ledger = store.record_paid_call(&design, &tenant, &call("b")).await.unwrap();
+    assert_eq!((ledger.cost_tokens, ledger.cost_cents), (2000, 3));
+    store
+        .mark_failed(
+            &design,
+            &tenant,
+            &design_render::store::FailedRender {
+                code: "x",
+                message: "y".into(),
+                cost_tokens: 0,
+                cost_cents: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let row = store.get(&design).await.unwrap().unwrap();
+    assert_eq!((row.cost_tokens, row.cost_cents), (2000, 3));
+    assert_eq!(row.metadata.unwrap()["cost"]["calls"].as_object().unwrap().len(), 2);
+    drop(store);
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP SCHEMA "{schema}" CASCADE"#)))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn provider_errors_never_print_the_key() {
+    let error = ProviderError::Misconfigured {
+        provider: "openai",
+        reason: design_render::providers::openai::scrub(&format!("Incorrect API key provided: {KEY}"), KEY),
+    };
+    assert!(!format!("{error} {error:?}").contains("abcdef"));
+}

@@ -1,0 +1,757 @@
+//! The queue worker against real Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432), with
+//! the real `bullmq` npm package on the Node side. Every test uses its own queue name, key
+//! prefix and PostgreSQL schema, so tests run in parallel and twice in a row.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bullmq::{Queue, QueueEvent, QueueEvents, QueueEventsOptions, QueueOptions};
+use design_render::job::DesignId;
+use design_render::store::postgres::{PgDesignStore, PgSettings};
+use design_render::store::{DesignRow, DesignStatus, DesignStore, MissingDesign};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use super::helpers::{gradient_png, project_file};
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// Generous: two busy cores, debug builds.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(label: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{label}_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh PostgreSQL schema, migrated, dropped again by [`PgSchema::drop_schema`].
+pub struct PgSchema {
+    pub name: String,
+    pub store: PgDesignStore,
+}
+
+impl PgSchema {
+    pub async fn new() -> Self {
+        let name = unique("dr_test");
+        let admin = sqlx::PgPool::connect(PG_URL)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432");
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE SCHEMA "{name}""#)))
+            .execute(&admin)
+            .await
+            .expect("create schema");
+        admin.close().await;
+        let store = PgDesignStore::connect(
+            PgSettings {
+                url: PG_URL,
+                schema: Some(&name),
+                max_connections: 2,
+                run_migrations: true,
+            },
+            MissingDesign::Reject,
+        )
+        .await
+        .expect("connect and migrate");
+        Self { name, store }
+    }
+
+    /// The DATABASE_URL a worker process uses to reach this schema (Prisma-style `?schema=`).
+    pub fn url(&self) -> String {
+        format!("{PG_URL}?schema={}", self.name)
+    }
+
+    pub async fn insert_design(&self, id: &str, tenant: &str) {
+        sqlx::query(
+            r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt") VALUES ($1, $2, 'PENDING', now())"#,
+        )
+        .bind(id)
+        .bind(tenant)
+        .execute(self.store.pool())
+        .await
+        .expect("insert design");
+    }
+
+    pub async fn design(&self, id: &str) -> DesignRow {
+        self.store
+            .get(&DesignId::parse(id).unwrap())
+            .await
+            .expect("read design")
+            .expect("design exists")
+    }
+
+    pub async fn drop_schema(self) {
+        let pool = self.store.pool().clone();
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP SCHEMA "{}" CASCADE"#, self.name)))
+            .execute(&pool)
+            .await
+            .expect("drop test schema");
+    }
+}
+
+/// Queue name, prefix and a storage directory of one test.
+pub struct QueueSetup {
+    pub queue: String,
+    pub prefix: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl QueueSetup {
+    pub fn new(label: &str) -> Self {
+        Self {
+            queue: unique(label),
+            prefix: unique("drtest"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn queue_options(&self) -> QueueOptions {
+        QueueOptions::new()
+            .connection(bullmq::options::RedisConnectionOptions::new().url(REDIS_URL))
+            .prefix(self.prefix.clone())
+    }
+
+    /// Events of this queue from its very beginning (so none is missed).
+    pub async fn events(&self) -> QueueEvents {
+        QueueEvents::with_options(
+            &self.queue,
+            QueueEventsOptions {
+                connection: bullmq::options::RedisConnectionOptions::new().url(REDIS_URL),
+                prefix: self.prefix.clone(),
+                last_event_id: Some("0-0".into()),
+                ..QueueEventsOptions::default()
+            },
+        )
+        .await
+        .expect("queue events")
+    }
+
+    /// Starts `design-render worker` with this test's queue, the schema and extra variables.
+    pub fn spawn_worker(&self, database_url: &str, extra: &[(&str, &str)]) -> WorkerProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_design-render"));
+        command
+            .arg("worker")
+            .current_dir(self.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("REDIS_URL", REDIS_URL)
+            .env("QUEUE_NAME", &self.queue)
+            .env("BULLMQ_PREFIX", &self.prefix)
+            .env("DATABASE_URL", database_url)
+            .env("STORAGE_DIR", self.dir.path().join("storage"))
+            .env("ALLOW_PRIVATE_ASSET_HOSTS", "127.0.0.1")
+            .env("PREVIEW_SIZE", "64")
+            .env(
+                "RUST_LOG",
+                if std::env::var_os("TEST_LOG").is_some() {
+                    "info"
+                } else {
+                    "warn"
+                },
+            )
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        WorkerProcess(command.spawn().expect("worker starts"))
+    }
+
+    pub async fn cleanup(&self) {
+        let queue = Queue::with_options(&self.queue, self.queue_options())
+            .await
+            .expect("queue");
+        let _ = queue.obliterate(true, 10_000).await;
+        queue.close().await;
+        let client = redis::Client::open(REDIS_URL).unwrap();
+        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut connection).await.unwrap();
+        }
+    }
+}
+
+/// A worker process; killed when dropped so a failing test leaves nothing running.
+pub struct WorkerProcess(pub Child);
+
+impl WorkerProcess {
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.0.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        self.0.wait().expect("worker exits")
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A local asset server with a 64x64 base texture at `/base.png`.
+pub async fn asset_server(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/base.png"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(gradient_png(64, 64), "image/png")
+                .set_delay(delay),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+pub fn payload(design: &str, tenant: &str, base_url: &str) -> Value {
+    json!({
+        "designId": design,
+        "prompt": "mossy stone",
+        "baseTextureUrl": base_url,
+        "tenantId": tenant,
+        "userId": "user-1",
+        "renderOptions": {"size": "64x64"}
+    })
+}
+
+/// Installs the Node fixture's packages once per machine state (`npm ci` when node_modules is
+/// missing), under a file lock so parallel tests and test processes do not race.
+pub fn ensure_node_modules() -> PathBuf {
+    static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    READY
+        .get_or_init(|| {
+            let dir = project_file("tests/node");
+            let lock = std::fs::File::create(std::env::temp_dir().join("design-render-npm-ci.lock")).unwrap();
+            lock.lock().expect("npm lock");
+            if !dir.join("node_modules/bullmq/package.json").exists() {
+                let status = Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund"])
+                    .current_dir(&dir)
+                    .status()
+                    .expect("npm runs");
+                assert!(status.success(), "npm ci in tests/node failed");
+            }
+            lock.unlock().unwrap();
+            dir
+        })
+        .clone()
+}
+
+/// Runs a Node fixture script with a JSON argument and parses its JSON output.
+pub async fn node(script: &str, spec: Value) -> Value {
+    let dir = ensure_node_modules();
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .arg(spec.to_string())
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        output.status.success(),
+        "node {script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "node output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// `design.render.*` messages published while the test runs, kept in arrival order.
+pub struct PublishedEvents {
+    receiver: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    seen: Vec<Value>,
+}
+
+impl PublishedEvents {
+    pub async fn subscribe() -> Self {
+        let client = redis::Client::open(REDIS_URL).unwrap();
+        let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
+        pubsub.subscribe("design.render.completed").await.unwrap();
+        pubsub.subscribe("design.render.failed").await.unwrap();
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let text: String = message.get_payload().unwrap_or_default();
+                if let Ok(value) = serde_json::from_str(&text)
+                    && sender.send(value).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self {
+            receiver,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the event of `design` with the given name (already received or still to come).
+    pub async fn wait_for(&mut self, design: &str, event: &str) -> Value {
+        let matches = |value: &Value| value["designId"] == design && value["event"] == event;
+        if let Some(found) = self.seen.iter().find(|v| matches(v)) {
+            return found.clone();
+        }
+        let receiver = &mut self.receiver;
+        let seen = &mut self.seen;
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let value = receiver.recv().await.expect("event stream open");
+                seen.push(value.clone());
+                if matches(&value) {
+                    return value;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {event} event for {design}"))
+    }
+
+    /// Every event received so far about `design`, after draining what is queued.
+    pub fn all_for(&mut self, design: &str) -> Vec<Value> {
+        while let Ok(value) = self.receiver.try_recv() {
+            self.seen.push(value);
+        }
+        self.seen.iter().filter(|v| v["designId"] == design).cloned().collect()
+    }
+}
+
+/// Waits until `count` jobs of the queue completed, as reported by BullMQ's event stream.
+pub async fn await_completed(events: &QueueEvents, count: usize) -> Vec<String> {
+    tokio::time::timeout(DEADLINE, async {
+        let mut done = Vec::new();
+        while done.len() < count {
+            match events.next_event().await.map(|entry| entry.event) {
+                Some(QueueEvent::Completed { job_id, .. }) => done.push(job_id),
+                Some(QueueEvent::Failed {
+                    job_id, failed_reason, ..
+                }) => {
+                    panic!("job {job_id} failed: {failed_reason}")
+                }
+                Some(_) => {}
+                None => panic!("event stream closed"),
+            }
+        }
+        done
+    })
+    .await
+    .expect("jobs complete before the deadline")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_producer_sees_completed_retried_and_failed_jobs_and_events_are_published() {
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("compat");
+    let assets = asset_server(Duration::ZERO).await;
+    // The transient case: the first download answers 503, later ones succeed.
+    Mock::given(method("GET"))
+        .and(path("/flaky.png"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&assets)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/flaky.png"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(gradient_png(64, 64), "image/png"))
+        .with_priority(2)
+        .mount(&assets)
+        .await;
+    let ok = unique("ok");
+    let flaky = unique("flaky");
+    let foreign = unique("foreign");
+    schema.insert_design(&ok, "tenant-a").await;
+    schema.insert_design(&flaky, "tenant-a").await;
+    // Owned by another tenant: the job names tenant-a, so it must fail and change nothing.
+    schema.insert_design(&foreign, "tenant-b").await;
+    let mut published = PublishedEvents::subscribe().await;
+    let _worker = setup.spawn_worker(&schema.url(), &[("WORKER_CONCURRENCY", "4")]);
+
+    let options = json!({"attempts": 3, "backoff": {"type": "exponential", "delay": 200}});
+    let base = format!("{}/base.png", assets.uri());
+    let report = node(
+        "scenario.mjs",
+        json!({
+            "queue": setup.queue,
+            "prefix": setup.prefix,
+            "timeoutMs": DEADLINE.as_millis() as u64,
+            "jobs": [
+                {"name": "render", "data": payload(&ok, "tenant-a", &base), "opts": options},
+                {"name": "render", "data": payload(&flaky, "tenant-a", &format!("{}/flaky.png", assets.uri())), "opts": options},
+                {"name": "render", "data": payload(&foreign, "tenant-a", &base), "opts": options},
+            ]
+        }),
+    )
+    .await;
+    let results = report["results"].as_array().expect("results");
+
+    // Completed: Node sees the state, the return value with URLs, and the QueueEvents event.
+    let first = &results[0];
+    assert_eq!(first["state"], "completed", "{first}");
+    assert_eq!(first["attemptsMade"], 1, "{first}");
+    let returned = &first["returnvalue"];
+    assert_eq!(returned["designId"], ok.as_str());
+    assert_eq!(returned["status"], "COMPLETED");
+    for key in ["compositeTextureUrl", "previewUrl", "highResUrl"] {
+        assert!(
+            returned[key].as_str().is_some_and(|url| url.starts_with("file://")),
+            "{key}: {returned}"
+        );
+    }
+    assert!(returned["costTokens"].is_number() && returned["costCents"].is_number());
+    let node_events = report["events"].as_array().expect("events");
+    assert!(
+        node_events
+            .iter()
+            .any(|e| e["event"] == "completed" && e["jobId"] == first["id"]),
+        "QueueEvents saw no completed event: {node_events:?}"
+    );
+
+    // Transient: retried with backoff, then completed.
+    let second = &results[1];
+    assert_eq!(second["state"], "completed", "{second}");
+    assert_eq!(second["attemptsMade"], 2, "{second}");
+    assert_eq!(second["returnvalue"]["designId"], flaky.as_str());
+
+    // Permanent: failed after one attempt with a clear reason, the row untouched.
+    let third = &results[2];
+    assert_eq!(third["state"], "failed", "{third}");
+    assert_eq!(third["attemptsMade"], 1, "{third}");
+    let reason = third["failedReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("design_not_found") && reason.contains(&foreign),
+        "{reason}"
+    );
+
+    assert_eq!(schema.design(&ok).await.status, DesignStatus::Completed);
+    let flaky_row = schema.design(&flaky).await;
+    assert_eq!(flaky_row.status, DesignStatus::Completed);
+    assert!(flaky_row.high_res_url.is_some());
+    let foreign_row = schema.design(&foreign).await;
+    assert_eq!(foreign_row.status, DesignStatus::Pending);
+    assert_eq!(foreign_row.metadata, None);
+
+    // Events: the documented payloads.
+    let completed = published.wait_for(&ok, "design.render.completed").await;
+    for key in [
+        "jobId",
+        "tenantId",
+        "userId",
+        "attemptsMade",
+        "costTokens",
+        "costCents",
+        "timestamp",
+    ] {
+        assert!(completed.get(key).is_some(), "{key} missing in {completed}");
+    }
+    assert_eq!(completed["compositeTextureUrl"], returned["compositeTextureUrl"]);
+    assert_eq!(completed["userId"], "user-1");
+    let retried = published.wait_for(&flaky, "design.render.completed").await;
+    assert_eq!(retried["attemptsMade"], 2);
+    let failed = published.wait_for(&foreign, "design.render.failed").await;
+    assert_eq!(failed["error"]["code"], "design_not_found");
+    assert_eq!(failed["error"]["permanent"], true);
+    assert_eq!(failed["attemptsMade"], 1);
+    assert_eq!(failed["tenantId"], "tenant-a");
+    assert!(failed.get("compositeTextureUrl").is_none());
+
+    setup.cleanup().await;
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_command_job_is_processed_by_a_node_worker() {
+    let setup = QueueSetup::new("enqueue");
+    let design = unique("enq");
+    let output = Command::new(env!("CARGO_BIN_EXE_design-render"))
+        .args([
+            "enqueue",
+            "--base",
+            "https://assets.example.com/base.png",
+            "--prompt",
+            "polished oak",
+            "--design-id",
+            &design,
+            "--tenant-id",
+            "tenant-e",
+            "--size",
+            "64x64",
+            "--attempts",
+            "4",
+            "--backoff-ms",
+            "250",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("REDIS_URL", REDIS_URL)
+        .env("QUEUE_NAME", &setup.queue)
+        .env("BULLMQ_PREFIX", &setup.prefix)
+        .current_dir(setup.dir.path())
+        .output()
+        .expect("enqueue runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let job_id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(!job_id.is_empty());
+
+    let received = node(
+        "consume.mjs",
+        json!({"queue": setup.queue, "prefix": setup.prefix, "count": 1, "timeoutMs": DEADLINE.as_millis() as u64}),
+    )
+    .await;
+    let job = &received[0];
+    assert_eq!(job["id"], job_id.as_str());
+    assert_eq!(job["name"], "render");
+    assert_eq!(job["attempts"], 4);
+    assert_eq!(job["backoff"]["type"], "exponential");
+    assert_eq!(job["backoff"]["delay"], 250);
+    assert_eq!(job["data"]["designId"], design.as_str());
+    assert_eq!(job["data"]["tenantId"], "tenant-e");
+    assert_eq!(job["data"]["baseTextureUrl"], "https://assets.example.com/base.png");
+    assert_eq!(job["data"]["renderOptions"]["size"], "64x64");
+
+    // Local files are refused before anything is queued.
+    let refused = Command::new(env!("CARGO_BIN_EXE_design-render"))
+        .args(["enqueue", "--base", "/etc/passwd", "--prompt", "x"])
+        .env_clear()
+        .env("REDIS_URL", REDIS_URL)
+        .env("QUEUE_NAME", &setup.queue)
+        .env("BULLMQ_PREFIX", &setup.prefix)
+        .output()
+        .expect("enqueue runs");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("local files"));
+    setup.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_limit_holds_across_two_workers_and_other_tenants_are_not_blocked() {
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("tenants");
+    // Slow downloads make jobs long enough for overlaps to show.
+    let assets = asset_server(Duration::from_millis(300)).await;
+    let base = format!("{}/base.png", assets.uri());
+    let busy: Vec<String> = (0..12).map(|i| unique(&format!("busy{i}"))).collect();
+    let other: Vec<String> = (0..2).map(|i| unique(&format!("other{i}"))).collect();
+    for design in &busy {
+        schema.insert_design(design, "busy-tenant").await;
+    }
+    for design in &other {
+        schema.insert_design(design, "other-tenant").await;
+    }
+    let env = [("WORKER_CONCURRENCY", "8"), ("DEFAULT_TENANT_CONCURRENCY", "2")];
+    let _first = setup.spawn_worker(&schema.url(), &env);
+    let _second = setup.spawn_worker(&schema.url(), &env);
+    let events = setup.events().await;
+    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+    for design in &busy {
+        queue
+            .add("render", payload(design, "busy-tenant", &base))
+            .attempts(3)
+            .await
+            .unwrap();
+    }
+    for design in &other {
+        queue
+            .add("render", payload(design, "other-tenant", &base))
+            .attempts(3)
+            .await
+            .unwrap();
+    }
+    await_completed(&events, busy.len() + other.len()).await;
+
+    // Measured from the rows: every render's [startedAt, finishedAt] lies inside its lease.
+    let interval = |row: &DesignRow| {
+        let timings = &row.metadata.as_ref().expect("metadata")["timings"];
+        let parse = |key: &str| {
+            chrono::DateTime::parse_from_rfc3339(timings[key].as_str().expect("timestamp"))
+                .expect("RFC 3339")
+                .timestamp_millis()
+        };
+        (parse("startedAt"), parse("finishedAt"))
+    };
+    let mut busy_intervals = Vec::new();
+    for design in &busy {
+        let row = schema.design(design).await;
+        assert_eq!(row.status, DesignStatus::Completed);
+        busy_intervals.push(interval(&row));
+    }
+    let mut points: Vec<(i64, i32)> = busy_intervals.iter().flat_map(|(s, f)| [(*s, 1), (*f, -1)]).collect();
+    // At equal times a finish comes before a start (a slot is released before it is reused).
+    points.sort();
+    let (mut in_flight, mut peak) = (0, 0);
+    for (_, delta) in points {
+        in_flight += delta;
+        peak = peak.max(in_flight);
+    }
+    assert!(peak <= 2, "{peak} jobs of one tenant ran at once: {busy_intervals:?}");
+    assert_eq!(peak, 2, "the limit of 2 was never used fully: {busy_intervals:?}");
+    let last_busy = busy_intervals.iter().map(|(_, f)| *f).max().unwrap();
+    for design in &other {
+        let (_, finished) = interval(&schema.design(design).await);
+        assert!(finished < last_busy, "other tenant's job waited behind the busy tenant");
+    }
+    // No slot is left held.
+    let mut connection = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(format!("{}:{}:tenant-slots:busy-tenant", setup.prefix, setup.queue))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+    queue.close().await;
+    events.close().await;
+    setup.cleanup().await;
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_job_is_completed_by_another_worker_once() {
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("crash");
+    let assets = asset_server(Duration::from_millis(2500)).await;
+    let design = unique("crash");
+    schema.insert_design(&design, "tenant-c").await;
+    let mut published = PublishedEvents::subscribe().await;
+    let env = [
+        ("WORKER_CONCURRENCY", "1"),
+        ("QUEUE_LOCK_DURATION_MS", "2000"),
+        ("QUEUE_STALLED_INTERVAL_MS", "1000"),
+        ("TENANT_LEASE_SECONDS", "3"),
+    ];
+    let victim = setup.spawn_worker(&schema.url(), &env);
+    let events = setup.events().await;
+    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+    let job = queue
+        .add(
+            "render",
+            payload(&design, "tenant-c", &format!("{}/base.png", assets.uri())),
+        )
+        .attempts(2)
+        .await
+        .unwrap();
+
+    // Kill it once it is mid-job: active in BullMQ and downloading (the row is PROCESSING).
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(QueueEvent::Active { .. }) = events.next_event().await.map(|e| e.event) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("job became active");
+    let deadline = Instant::now() + DEADLINE;
+    while schema.design(&design).await.status != DesignStatus::Processing {
+        assert!(Instant::now() < deadline, "design never became PROCESSING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut victim = victim;
+    victim.0.kill().expect("kill -9");
+    victim.0.wait().unwrap();
+    let killed_at = chrono::Utc::now().timestamp_millis();
+
+    let mut connection = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let lease_key = format!("{}:{}:tenant-slots:tenant-c", setup.prefix, setup.queue);
+    let expiry: Option<f64> = redis::cmd("ZSCORE")
+        .arg(&lease_key)
+        .arg(job.id())
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let expiry = expiry.expect("the killed worker held a lease");
+    assert!(
+        (expiry as i64) <= killed_at + 3_000 + 100,
+        "the dead worker's slot would outlive the lease time"
+    );
+
+    let _rescuer = setup.spawn_worker(&schema.url(), &env);
+    let completed = await_completed(&events, 1).await;
+    assert_eq!(completed, vec![job.id().to_owned()]);
+    let row = schema.design(&design).await;
+    assert_eq!(row.status, DesignStatus::Completed);
+    assert!(row.composite_texture_url.is_some());
+    assert_eq!(
+        (row.cost_tokens, row.cost_cents),
+        (0, 0),
+        "built-in provider costs nothing"
+    );
+    let event = published.wait_for(&design, "design.render.completed").await;
+    assert_eq!(event["jobId"], job.id());
+    // Exactly one outcome was announced for this design.
+    let announced = published.all_for(&design);
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(&lease_key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "slot released after the recovered job");
+    queue.close().await;
+    events.close().await;
+    setup.cleanup().await;
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_worker_exit_cleanly() {
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("shutdown");
+    let worker = setup.spawn_worker(&schema.url(), &[("SHUTDOWN_GRACE_SECONDS", "5")]);
+    // Ready once the worker has registered its Redis connections is not observable from here;
+    // a job round trip proves it is consuming before the signal.
+    let assets = asset_server(Duration::ZERO).await;
+    let design = unique("stop");
+    schema.insert_design(&design, "tenant-s").await;
+    let events = setup.events().await;
+    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+    queue
+        .add(
+            "render",
+            payload(&design, "tenant-s", &format!("{}/base.png", assets.uri())),
+        )
+        .await
+        .unwrap();
+    await_completed(&events, 1).await;
+    let status = worker.terminate();
+    assert!(status.success(), "worker exit status {status:?}");
+    queue.close().await;
+    events.close().await;
+    setup.cleanup().await;
+    schema.drop_schema().await;
+}

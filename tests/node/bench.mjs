@@ -1,0 +1,73 @@
+// Queue throughput benchmark helper (not a test).
+//   node bench.mjs produce '<json {queue, prefix, count, baseUrl, designPrefix, tenants}>'
+//     adds `count` jobs with addBulk, waits for all completions through QueueEvents and prints
+//     {"jobs": n, "seconds": s, "jobsPerSecond": r}.
+//   node bench.mjs worker '<json {queue, prefix, concurrency}>'
+//     a Node BullMQ worker doing the worker's bookkeeping without image work: parse the payload,
+//     take and release a tenant lease with the same Lua as src/tenancy.rs, PUBLISH the event.
+import { Queue, QueueEvents, Worker } from 'bullmq';
+import IORedis from 'ioredis';
+
+const [mode, raw] = process.argv.slice(2);
+const spec = JSON.parse(raw);
+const connection = { host: '127.0.0.1', port: 6379, maxRetriesPerRequest: null };
+
+const ACQUIRE = `
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local lease = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now_ms + lease, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], lease * 2)
+  return 1
+end
+return 0`;
+
+if (mode === 'produce') {
+  const queue = new Queue(spec.queue, { connection, prefix: spec.prefix });
+  const events = new QueueEvents(spec.queue, { connection, prefix: spec.prefix });
+  await events.waitUntilReady();
+  let done = 0;
+  let finish;
+  const all = new Promise((resolve) => { finish = resolve; });
+  const count = (event) => { done += 1; if (done >= spec.count) finish(); };
+  events.on('completed', count);
+  events.on('failed', ({ failedReason }) => { console.error('failed:', failedReason); count(); });
+  const tenants = spec.tenants ?? 1000;
+  const jobs = Array.from({ length: spec.count }, (_, i) => ({
+    name: 'render',
+    data: {
+      designId: `${spec.designPrefix}${i}`,
+      prompt: 'bench',
+      baseTextureUrl: spec.baseUrl,
+      tenantId: `bench-${i % tenants}`,
+      renderOptions: { size: '64x64' },
+    },
+    opts: { attempts: 1, removeOnComplete: true },
+  }));
+  const started = performance.now();
+  await queue.addBulk(jobs);
+  await all;
+  const seconds = (performance.now() - started) / 1000;
+  console.log(JSON.stringify({ jobs: spec.count, seconds, jobsPerSecond: spec.count / seconds }));
+  await events.close();
+  await queue.close();
+} else if (mode === 'worker') {
+  const redis = new IORedis(connection);
+  redis.defineCommand('acquireSlot', { numberOfKeys: 1, lua: ACQUIRE });
+  const worker = new Worker(
+    spec.queue,
+    async (job) => {
+      const { designId, tenantId } = job.data;
+      const key = `${spec.prefix}:${spec.queue}:tenant-slots:${tenantId}`;
+      if ((await redis.acquireSlot(key, job.id, 2, 30000)) !== 1) throw new Error('saturated');
+      await redis.zrem(key, job.id);
+      const event = { event: 'design.render.completed', version: 1, jobId: job.id, designId, tenantId, attemptsMade: 1, costTokens: 0, costCents: 0, timestamp: new Date().toISOString() };
+      await redis.publish(event.event, JSON.stringify(event));
+      return { designId, status: 'COMPLETED' };
+    },
+    { connection, prefix: spec.prefix, concurrency: spec.concurrency },
+  );
+  process.on('SIGTERM', async () => { await worker.close(); await redis.quit(); process.exit(0); });
+}

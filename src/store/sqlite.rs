@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Connection, Row};
 
 use super::{
     CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
@@ -30,19 +30,24 @@ impl SqliteDesignStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(Duration::from_secs(5));
+        // Migrate on a connection of its own before the pool opens any: a pooled connection that
+        // prepared a statement against the old schema would report columns added after it.
+        let mut connection = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Self::migrate(&mut connection).await?;
+        connection.close().await.map_err(StoreError::from_sqlx)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let store = Self { pool, missing };
-        store.migrate().await?;
-        Ok(store)
+        Ok(Self { pool, missing })
     }
 
     /// Creates the table when missing, then adds any missing render column. Never drops,
     /// renames or rewrites anything.
-    async fn migrate(&self) -> Result<(), StoreError> {
+    async fn migrate(connection: &mut SqliteConnection) -> Result<(), StoreError> {
         sqlx::query(
             r#"CREATE TABLE IF NOT EXISTS "Design" (
                 "id" TEXT NOT NULL PRIMARY KEY,
@@ -52,11 +57,11 @@ impl SqliteDesignStore {
                 "updatedAt" TEXT NOT NULL
             )"#,
         )
-        .execute(&self.pool)
+        .execute(&mut *connection)
         .await
         .map_err(StoreError::from_sqlx)?;
         let existing: Vec<String> = sqlx::query(r#"SELECT "name" FROM pragma_table_info('Design')"#)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *connection)
             .await
             .map_err(StoreError::from_sqlx)?
             .iter()
@@ -68,7 +73,7 @@ impl SqliteDesignStore {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     r#"ALTER TABLE "Design" ADD COLUMN "{column}" {sqlite_type}"#
                 )))
-                .execute(&self.pool)
+                .execute(&mut *connection)
                 .await
                 .map_err(StoreError::from_sqlx)?;
             }

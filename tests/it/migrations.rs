@@ -6,20 +6,10 @@ use design_render::store::postgres::{PgDesignStore, PgSettings};
 use design_render::store::{DesignStatus, DesignStore, MissingDesign};
 use sqlx::Row;
 
-use super::queue::unique;
-
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+use super::helpers::{PG_URL, create_schema};
 
 async fn fresh_schema() -> (sqlx::PgPool, String) {
-    let name = unique("dr_mig");
-    let admin = sqlx::PgPool::connect(PG_URL)
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432");
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE SCHEMA "{name}""#)))
-        .execute(&admin)
-        .await
-        .expect("create schema");
-    (admin, name)
+    create_schema("dr_mig").await
 }
 
 async fn connect(schema: &str, run_migrations: bool) -> PgDesignStore {

@@ -727,24 +727,10 @@ async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
 
 #[tokio::test]
 async fn postgres_records_paid_calls_idempotently() {
+    use super::helpers::{PG_URL, create_schema};
     use design_render::store::MissingDesign;
     use design_render::store::postgres::{PgDesignStore, PgSettings};
-    const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-    let schema = format!(
-        "dr_cost_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    let admin = sqlx::PgPool::connect(PG_URL)
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432");
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE SCHEMA "{schema}""#)))
-        .execute(&admin)
-        .await
-        .unwrap();
+    let (admin, schema) = create_schema("dr_cost").await;
     let store = PgDesignStore::connect(
         PgSettings {
             url: PG_URL,

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bullmq::{Queue, QueueEvent, QueueEvents, QueueEventsOptions, QueueOptions};
@@ -16,27 +15,12 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use super::helpers::{PG_URL, create_schema, unique};
 use super::helpers::{gradient_png, project_file};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
-const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Generous: two busy cores, debug builds.
 const DEADLINE: Duration = Duration::from_secs(90);
-
-/// A name no other test (or earlier run) uses.
-pub fn unique(label: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{label}_{}_{}_{}",
-        std::process::id(),
-        nanos % 1_000_000_000_000,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// A fresh PostgreSQL schema, migrated, dropped again by [`PgSchema::drop_schema`].
 pub struct PgSchema {
@@ -46,14 +30,7 @@ pub struct PgSchema {
 
 impl PgSchema {
     pub async fn new() -> Self {
-        let name = unique("dr_test");
-        let admin = sqlx::PgPool::connect(PG_URL)
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432");
-        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE SCHEMA "{name}""#)))
-            .execute(&admin)
-            .await
-            .expect("create schema");
+        let (admin, name) = create_schema("dr_test").await;
         admin.close().await;
         let store = PgDesignStore::connect(
             PgSettings {

@@ -97,20 +97,13 @@ impl OpenAiEditor {
 
     /// Reference §6: a flagged prompt is refused before the paid call, naming the categories.
     async fn moderate(&self, prompt: &str) -> Result<(), ProviderError> {
-        let response = self
-            .client
-            .post(self.endpoint("moderations"))
-            .bearer_auth(self.settings.api_key.expose())
-            .json(&serde_json::json!({ "model": MODERATION_MODEL, "input": prompt }))
-            .send()
-            .await
-            .map_err(|error| self.transport_error(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.text().await.map_err(|error| self.transport_error(&error))?;
-        if !status.is_success() {
-            return Err(self.status_error(status.as_u16(), &headers, &body));
-        }
+        let (_, body) = self
+            .send(
+                self.client
+                    .post(self.endpoint("moderations"))
+                    .json(&serde_json::json!({ "model": MODERATION_MODEL, "input": prompt })),
+            )
+            .await?;
         let parsed: ModerationResponse = serde_json::from_str(&body).map_err(|error| ProviderError::Unavailable {
             provider: NAME,
             reason: format!("moderation response is not valid JSON: {error}"),
@@ -141,6 +134,26 @@ impl OpenAiEditor {
             });
         }
         Ok(())
+    }
+
+    /// Sends an authenticated request and returns the headers and body of a successful answer;
+    /// transport failures and error statuses are mapped once, here.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::header::HeaderMap, String), ProviderError> {
+        let response = request
+            .bearer_auth(self.settings.api_key.expose())
+            .send()
+            .await
+            .map_err(|error| self.transport_error(&error))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.map_err(|error| self.transport_error(&error))?;
+        if !status.is_success() {
+            return Err(self.status_error(status.as_u16(), &headers, &body));
+        }
+        Ok((headers, body))
     }
 
     fn transport_error(&self, error: &reqwest::Error) -> ProviderError {
@@ -255,20 +268,9 @@ impl ImageEditor for OpenAiEditor {
             self.moderate(prompt).await?;
         }
         let form = build_form(model, &plan, request.image, request.mask, prompt)?;
-        let response = self
-            .client
-            .post(self.endpoint("images/edits"))
-            .bearer_auth(self.settings.api_key.expose())
-            .multipart(form)
-            .send()
-            .await
-            .map_err(|error| self.transport_error(&error))?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.text().await.map_err(|error| self.transport_error(&error))?;
-        if !status.is_success() {
-            return Err(self.status_error(status.as_u16(), &headers, &body));
-        }
+        let (headers, body) = self
+            .send(self.client.post(self.endpoint("images/edits")).multipart(form))
+            .await?;
         let request_id = headers
             .get("x-request-id")
             .and_then(|value| value.to_str().ok())

@@ -355,6 +355,9 @@ pub struct RedisConfig {
     pub password: Option<Secret>,
     /// `REDIS_URL` wins over host/port/password when set.
     pub url: Option<Secret>,
+    /// Seed nodes of a Redis Cluster (`REDIS_CLUSTER_NODES=redis://10.0.0.1:7000,…`); when set,
+    /// they win over `REDIS_URL` and host/port, and `REDIS_PASSWORD` authenticates to every node.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RedisConfig {
@@ -364,6 +367,7 @@ impl Default for RedisConfig {
             port: 6379,
             password: None,
             url: None,
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -417,6 +421,51 @@ impl Default for QueueConfig {
 pub struct WebhookConfig {
     pub url: url::Url,
     pub secret: Secret,
+}
+
+/// Whether Redis Cluster would hash `key` by a tag: the text between the first `{` and the next
+/// `}`, when not empty.
+fn has_hash_tag(key: &str) -> bool {
+    key.split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .is_some_and(|(tag, _)| !tag.is_empty())
+}
+
+/// Parses `REDIS_CLUSTER_NODES`: comma-separated `host:port` or `redis[s]://host:port` seed
+/// nodes, returned as URLs. Credentials belong in `REDIS_PASSWORD`, never in the node list, so
+/// the list can be logged.
+pub fn parse_cluster_nodes(text: &str) -> Result<Vec<String>, String> {
+    let mut nodes = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let with_scheme = if entry.contains("://") {
+            entry.to_owned()
+        } else {
+            format!("redis://{entry}")
+        };
+        let url = url::Url::parse(&with_scheme).map_err(|error| format!("node `{entry}` is not host:port: {error}"))?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(format!("node `{entry}` must use redis:// or rediss://"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "node `{}` carries credentials; set REDIS_PASSWORD instead",
+                url.host_str().unwrap_or_default()
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
+            return Err(format!("node `{entry}` needs a host and a port"));
+        }
+        nodes.push(format!(
+            "{}://{}:{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.port().unwrap_or_default()
+        ));
+    }
+    if nodes.is_empty() {
+        return Err("lists no node".into());
+    }
+    Ok(nodes)
 }
 
 /// Parses `tenantA=5,tenantB=1` (commas or newlines; `#` starts a comment line).
@@ -595,8 +644,21 @@ impl Config {
                     }
                 })
                 .transpose()?,
+            cluster_nodes: vars
+                .get("REDIS_CLUSTER_NODES")
+                .map(|text| parse_cluster_nodes(&text))
+                .transpose()
+                .map_err(|rule| ConfigError::new("REDIS_CLUSTER_NODES", rule))?
+                .unwrap_or_default(),
         };
         let queue = queue_config(&vars)?;
+        if !redis.cluster_nodes.is_empty() && !has_hash_tag(&queue.prefix) && !has_hash_tag(&queue.name) {
+            return Err(ConfigError::new(
+                "BULLMQ_PREFIX",
+                "must carry a hash tag such as `{bull}` when REDIS_CLUSTER_NODES is set, so all keys of \
+                 a queue share one cluster slot",
+            ));
+        }
         let mut unused = BTreeMap::new();
         for (var, reason) in [
             (
@@ -847,6 +909,51 @@ mod tests {
         assert_eq!(config.providers.circuit_breaker_timeout, Duration::from_secs(60));
         assert_eq!(config.default_tenant_concurrency, 2);
         assert_eq!(config.assets.private_hosts, PrivateHostPolicy::Deny);
+    }
+
+    #[test]
+    fn cluster_nodes_parse_and_reject_credentials() {
+        let redis = config(&[
+            ("REDIS_CLUSTER_NODES", "10.0.0.1:7000, rediss://cache.example:7001,"),
+            ("BULLMQ_PREFIX", "{bull}"),
+        ])
+        .unwrap()
+        .redis;
+        assert_eq!(
+            redis.cluster_nodes,
+            ["redis://10.0.0.1:7000", "rediss://cache.example:7001"]
+        );
+        assert!(config(&[]).unwrap().redis.cluster_nodes.is_empty());
+        for (value, needle) in [
+            ("redis://:hunter2@10.0.0.1:7000", "REDIS_PASSWORD"),
+            ("10.0.0.1", "host and a port"),
+            ("http://10.0.0.1:7000", "redis://"),
+            (" , ", "lists no node"),
+        ] {
+            let error = config(&[("REDIS_CLUSTER_NODES", value)]).unwrap_err().to_string();
+            assert!(
+                error.contains("REDIS_CLUSTER_NODES") && error.contains(needle),
+                "{value}: {error}"
+            );
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
+
+    #[test]
+    fn cluster_mode_needs_a_hash_tagged_prefix_or_queue() {
+        let cluster = ("REDIS_CLUSTER_NODES", "10.0.0.1:7000");
+        let error = config(&[cluster]).unwrap_err().to_string();
+        assert!(error.contains("BULLMQ_PREFIX") && error.contains("hash tag"), "{error}");
+        assert!(
+            config(&[cluster, ("BULLMQ_PREFIX", "{}")]).is_err(),
+            "an empty tag hashes the whole key"
+        );
+        assert!(config(&[cluster, ("BULLMQ_PREFIX", "{bull}")]).is_ok());
+        assert!(config(&[cluster, ("QUEUE_NAME", "{design-render}")]).is_ok());
+        assert!(
+            config(&[("BULLMQ_PREFIX", "bull")]).is_ok(),
+            "no tag needed without a cluster"
+        );
     }
 
     #[test]

@@ -91,8 +91,8 @@ return 0
 
 /// The Redis implementation. Keys: `<prefix>:<queue>:tenant-slots:<tenant>` (sharing the queue's
 /// prefix keeps them in the queue's hash slot on Redis Cluster when the prefix is hash-tagged).
-pub struct RedisTenantLimiter {
-    connection: redis::aio::ConnectionManager,
+pub struct RedisTenantLimiter<C> {
+    connection: C,
     key_prefix: String,
     limits: TenantLimits,
     lease: Duration,
@@ -100,14 +100,8 @@ pub struct RedisTenantLimiter {
     renew: redis::Script,
 }
 
-impl RedisTenantLimiter {
-    pub fn new(
-        connection: redis::aio::ConnectionManager,
-        prefix: &str,
-        queue: &str,
-        limits: TenantLimits,
-        lease: Duration,
-    ) -> Self {
+impl<C> RedisTenantLimiter<C> {
+    pub fn new(connection: C, prefix: &str, queue: &str, limits: TenantLimits, lease: Duration) -> Self {
         Self {
             connection,
             key_prefix: lease_key_prefix(prefix, queue),
@@ -137,7 +131,10 @@ fn unavailable(error: redis::RedisError) -> TenancyError {
 }
 
 #[async_trait::async_trait]
-impl TenantLimiter for RedisTenantLimiter {
+impl<C> TenantLimiter for RedisTenantLimiter<C>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     async fn try_acquire(&self, tenant: &TenantId, token: &str) -> Result<bool, TenancyError> {
         let mut connection = self.connection.clone();
         let held: i64 = self

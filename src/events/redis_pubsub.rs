@@ -2,18 +2,23 @@
 
 use super::{EventSink, EventSinkError, RenderEvent};
 
-pub struct RedisPublisher {
-    connection: redis::aio::ConnectionManager,
+/// Publishes over any Redis connection: in the worker, the queue crate's connection, which is a
+/// single server or a cluster (PUBLISH then reaches subscribers on every node).
+pub struct RedisPublisher<C> {
+    connection: C,
 }
 
-impl RedisPublisher {
-    pub fn new(connection: redis::aio::ConnectionManager) -> Self {
+impl<C> RedisPublisher<C> {
+    pub fn new(connection: C) -> Self {
         Self { connection }
     }
 }
 
 #[async_trait::async_trait]
-impl EventSink for RedisPublisher {
+impl<C> EventSink for RedisPublisher<C>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     fn name(&self) -> &'static str {
         "redis"
     }

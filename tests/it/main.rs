@@ -2,6 +2,7 @@
 
 mod architecture;
 mod cli;
+mod cluster;
 mod download;
 mod helpers;
 mod migrations;

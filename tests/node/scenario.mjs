@@ -1,10 +1,18 @@
 // Producer side of the compatibility tests: adds jobs with Node's BullMQ Queue.add, waits for
 // each to finish through QueueEvents, then prints one JSON object describing what Node sees.
-// Usage: node scenario.mjs '<json: {port, queue, prefix, jobs: [{name, data, opts}], timeoutMs}>'
+// Usage: node scenario.mjs '<json: {port, clusterPorts, queue, prefix, jobs: [{name, data, opts}], timeoutMs}>'
+// With `clusterPorts` it talks to a Redis Cluster on 127.0.0.1 through ioredis' Cluster client
+// (the prefix must then carry a hash tag, e.g. `{bull}`).
 import { Queue, QueueEvents, Job } from 'bullmq';
+import { Cluster } from 'ioredis';
 
 const spec = JSON.parse(process.argv[2]);
-const connection = { host: '127.0.0.1', port: spec.port ?? 6379, maxRetriesPerRequest: null };
+const connection = spec.clusterPorts
+  ? new Cluster(
+      spec.clusterPorts.map((port) => ({ host: '127.0.0.1', port })),
+      { redisOptions: { maxRetriesPerRequest: null } },
+    )
+  : { host: '127.0.0.1', port: spec.port ?? 6379, maxRetriesPerRequest: null };
 const queue = new Queue(spec.queue, { connection, prefix: spec.prefix });
 const events = new QueueEvents(spec.queue, { connection, prefix: spec.prefix });
 const seen = [];
@@ -50,3 +58,4 @@ clearTimeout(timer);
 console.log(JSON.stringify({ results, events: seen }));
 await events.close();
 await queue.close();
+if (spec.clusterPorts) await connection.quit();

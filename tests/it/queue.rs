@@ -3,9 +3,10 @@
 //! prefix and PostgreSQL schema, so tests run in parallel and twice in a row.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bullmq::types::JobState;
 use bullmq::{Queue, QueueEvent, QueueEvents, QueueEventsOptions, QueueOptions};
 use design_render::job::DesignId;
 use design_render::store::postgres::{PgDesignStore, PgSettings};
@@ -148,7 +149,12 @@ impl QueueSetup {
         for (key, value) in extra {
             command.env(key, value);
         }
-        WorkerProcess(command.spawn().expect("worker starts"))
+        WorkerProcess(
+            tokio::process::Command::from(command)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("worker starts"),
+        )
     }
 
     pub async fn cleanup(&self) {
@@ -170,22 +176,30 @@ impl QueueSetup {
     }
 }
 
-/// A worker process; killed when dropped so a failing test leaves nothing running.
-pub struct WorkerProcess(pub Child);
+/// A worker process; killed (SIGKILL) when dropped so a failing test leaves nothing running.
+pub struct WorkerProcess(tokio::process::Child);
 
 impl WorkerProcess {
-    /// Sends SIGTERM and waits for a clean exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.0.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
-        self.0.wait().expect("worker exits")
+    /// Sends a signal (`TERM`, `INT`, `KILL`) without waiting.
+    pub fn signal(&self, name: &str) {
+        let pid = self.0.id().expect("worker still running");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{name} failed");
     }
-}
 
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    /// Waits for the process to exit.
+    pub async fn exit_status(mut self) -> std::process::ExitStatus {
+        self.0.wait().await.expect("worker exits")
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.exit_status().await
     }
 }
 
@@ -269,7 +283,12 @@ pub struct PublishedEvents {
 
 impl PublishedEvents {
     pub async fn subscribe() -> Self {
-        let client = redis::Client::open(REDIS_URL).unwrap();
+        Self::subscribe_at(REDIS_URL).await
+    }
+
+    /// Subscribes on the Redis at `url` (on a cluster, any node: PUBLISH reaches every node).
+    pub async fn subscribe_at(url: &str) -> Self {
+        let client = redis::Client::open(url).unwrap();
         let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
         pubsub.subscribe("design.render.completed").await.unwrap();
         pubsub.subscribe("design.render.failed").await.unwrap();
@@ -654,9 +673,8 @@ async fn killed_worker_job_is_completed_by_another_worker_once() {
         assert!(Instant::now() < deadline, "design never became PROCESSING");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut victim = victim;
-    victim.0.kill().expect("kill -9");
-    victim.0.wait().unwrap();
+    victim.signal("KILL");
+    victim.exit_status().await;
     let killed_at = chrono::Utc::now().timestamp_millis();
 
     let mut connection = redis::Client::open(REDIS_URL)
@@ -725,8 +743,126 @@ async fn sigterm_lets_the_worker_exit_cleanly() {
         .await
         .unwrap();
     await_completed(&events, 1).await;
-    let status = worker.terminate();
+    let status = worker.terminate().await;
     assert!(status.success(), "worker exit status {status:?}");
+    queue.close().await;
+    events.close().await;
+    setup.cleanup().await;
+    schema.drop_schema().await;
+}
+
+/// Starts a job whose download takes `download` and returns once the worker is mid-job: the job
+/// is active in BullMQ and its Design row is PROCESSING.
+async fn start_long_job(
+    schema: &PgSchema,
+    events: &QueueEvents,
+    queue: &Queue,
+    assets: &MockServer,
+    design: &str,
+) -> String {
+    schema.insert_design(design, "tenant-d").await;
+    let job = queue
+        .add(
+            "render",
+            payload(design, "tenant-d", &format!("{}/base.png", assets.uri())),
+        )
+        .attempts(2)
+        .await
+        .unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(QueueEvent::Active { job_id, .. }) = events.next_event().await.map(|e| e.event)
+                && job_id == job.id()
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("job became active");
+    let deadline = Instant::now() + DEADLINE;
+    while schema.design(design).await.status != DesignStatus::Processing {
+        assert!(Instant::now() < deadline, "design never became PROCESSING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    job.id().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_job_finish_and_takes_no_new_one() {
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("drain");
+    // The download alone takes 3 s, so the job is still running when the signal arrives.
+    let assets = asset_server(Duration::from_secs(3)).await;
+    let worker = setup.spawn_worker(
+        &schema.url(),
+        &[("WORKER_CONCURRENCY", "1"), ("SHUTDOWN_GRACE_SECONDS", "60")],
+    );
+    let events = setup.events().await;
+    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+    let long = unique("long");
+    let long_job = start_long_job(&schema, &events, &queue, &assets, &long).await;
+
+    worker.signal("TERM");
+    // Added after the signal: the draining worker must leave it for another worker.
+    let late = unique("late");
+    schema.insert_design(&late, "tenant-d").await;
+    let late_job = queue
+        .add(
+            "render",
+            payload(&late, "tenant-d", &format!("{}/base.png", assets.uri())),
+        )
+        .await
+        .unwrap();
+
+    let status = worker.exit_status().await;
+    assert!(status.success(), "worker exit status {status:?}");
+    assert_eq!(queue.get_job_state(&long_job).await.unwrap(), JobState::Completed);
+    assert_eq!(schema.design(&long).await.status, DesignStatus::Completed);
+    assert_eq!(queue.get_job_state(late_job.id()).await.unwrap(), JobState::Waiting);
+    assert_eq!(schema.design(&late).await.status, DesignStatus::Pending);
+    let mut connection = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(format!("{}:{}:tenant-slots:tenant-d", setup.prefix, setup.queue))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "the finished job released its slot");
+    queue.close().await;
+    events.close().await;
+    setup.cleanup().await;
+    schema.drop_schema().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_signal_exits_at_once_and_leaves_the_job_to_stalled_recovery() {
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("abort");
+    // Far longer than the test: only an immediate exit ends the worker in time.
+    let assets = asset_server(Duration::from_secs(600)).await;
+    let worker = setup.spawn_worker(
+        &schema.url(),
+        &[("WORKER_CONCURRENCY", "1"), ("SHUTDOWN_GRACE_SECONDS", "600")],
+    );
+    let events = setup.events().await;
+    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+    let design = unique("abort");
+    let job = start_long_job(&schema, &events, &queue, &assets, &design).await;
+
+    worker.signal("TERM");
+    worker.signal("INT");
+    let status = tokio::time::timeout(DEADLINE, worker.exit_status())
+        .await
+        .expect("the second signal ends the worker");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    // Nothing was finished in a hurry: the job is still active (its lock will lapse and the
+    // stalled check of a live worker retries it) and the Design is not marked FAILED.
+    assert_eq!(queue.get_job_state(&job).await.unwrap(), JobState::Active);
+    assert_eq!(schema.design(&design).await.status, DesignStatus::Processing);
     queue.close().await;
     events.close().await;
     setup.cleanup().await;

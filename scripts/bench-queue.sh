@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Queue throughput: jobs/s of `design-render worker` on 64x64 jobs (built-in provider) at
-# concurrency 1, 8 and 32, and of a Node BullMQ worker doing the bookkeeping only (lease + event).
+# concurrency 1, 8 and 32, against a Node BullMQ worker doing the same bookkeeping (payload,
+# tenant lease, two Design row updates, event) without the image work; plus the Rust worker's
+# per-job overhead of queue + slot + database + event at concurrency 1.
 # Needs Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, db test), node.
-# Usage: scripts/bench-queue.sh [jobs-per-run]   (prefers target/release/design-render)
+# Usage: scripts/bench-queue.sh [jobs-per-run] [concurrency…]   (builds the release binary first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-200}
+N=${1:-1000}
+shift || true
+LEVELS=${*:-1 8 32}
+cargo build --release --bin design-render --example bench_asset_server
 BIN=target/release/design-render
-[ -x "$BIN" ] || BIN=target/debug/design-render
-echo "binary: $BIN, jobs per run: $N"
+echo "binary: $BIN, jobs per run: $N, concurrency: $LEVELS, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 npm ci --prefix tests/node --no-audit --no-fund >/dev/null
 WORK=$(mktemp -d)
 python3 - "$WORK/base.png" <<'PY'
@@ -19,37 +23,53 @@ def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zl
 png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 open(sys.argv[1], "wb").write(png)
 PY
-python3 -m http.server 18765 --bind 127.0.0.1 --directory "$WORK" >/dev/null 2>&1 &
+target/release/examples/bench_asset_server "$WORK/base.png" 18765 &
 HTTP=$!
 trap 'kill $HTTP 2>/dev/null; rm -rf "$WORK"' EXIT
-PSQL="psql -q -h 127.0.0.1 -U postgres -d test -v ON_ERROR_STOP=1"
+PG_URL="postgres://postgres@127.0.0.1:5432/test"
+PSQL="psql -q -t -A -h 127.0.0.1 -U postgres -d test -v ON_ERROR_STOP=1"
 
-run() { # label concurrency worker-kind
-  local label=$1 conc=$2 kind=$3 tag="bench$$_$1"
+run() { # kind concurrency
+  local kind=$1 conc=$2 tag="bench$$_$1_$2"
   local schema="$tag"
+  # A Prisma-style table with the render columns already present (both workers write them).
   $PSQL -c "CREATE SCHEMA \"$schema\"; SET search_path=\"$schema\";
     CREATE TYPE \"DesignStatus\" AS ENUM ('PENDING','PROCESSING','COMPLETED','FAILED');
     CREATE TABLE \"Design\" (\"id\" TEXT PRIMARY KEY, \"status\" \"DesignStatus\" NOT NULL DEFAULT 'PENDING',
-      \"updatedAt\" TIMESTAMP(3) NOT NULL, \"tenantId\" TEXT);
-    INSERT INTO \"Design\" (\"id\",\"tenantId\",\"updatedAt\") SELECT '${tag}_'||i, 'bench-'||(i % 1000), now() FROM generate_series(0,$N-1) i;"
+      \"createdAt\" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP, \"updatedAt\" TIMESTAMP(3) NOT NULL,
+      \"tenantId\" TEXT, \"metadata\" JSONB, \"compositeTextureUrl\" TEXT, \"previewUrl\" TEXT, \"highResUrl\" TEXT,
+      \"costTokens\" INTEGER NOT NULL DEFAULT 0, \"costCents\" INTEGER NOT NULL DEFAULT 0);
+    INSERT INTO \"Design\" (\"id\",\"tenantId\",\"updatedAt\") SELECT '${tag}_'||i, 'bench-'||(i % 1000), now() FROM generate_series(0,$N-1) i;" >/dev/null
   local pid
   if [ "$kind" = rust ]; then
     env -i PATH="$PATH" REDIS_URL=redis://127.0.0.1:6379 QUEUE_NAME="$tag" BULLMQ_PREFIX="$tag" \
-      DATABASE_URL="postgres://postgres@127.0.0.1:5432/test?schema=$schema" STORAGE_DIR="$WORK/storage" \
+      DATABASE_URL="$PG_URL?schema=$schema" STORAGE_DIR="$WORK/storage" \
       ALLOW_PRIVATE_ASSET_HOSTS=127.0.0.1 PREVIEW_SIZE=64 WORKER_CONCURRENCY="$conc" \
       DEFAULT_TENANT_CONCURRENCY=2 RUST_LOG=error "$BIN" worker &
   else
-    node tests/node/bench.mjs worker "{\"queue\":\"$tag\",\"prefix\":\"$tag\",\"concurrency\":$conc}" &
+    node tests/node/bench.mjs worker "{\"queue\":\"$tag\",\"prefix\":\"$tag\",\"concurrency\":$conc,\"databaseUrl\":\"$PG_URL\",\"schema\":\"$schema\"}" &
   fi
   pid=$!
   sleep 2 # let the worker connect before timing starts
   local result
   result=$(node tests/node/bench.mjs produce "{\"queue\":\"$tag\",\"prefix\":\"$tag\",\"count\":$N,\"baseUrl\":\"http://127.0.0.1:18765/base.png\",\"designPrefix\":\"${tag}_\"}")
   kill -TERM $pid; wait $pid || true
-  echo "$label concurrency=$conc $result"
+  local done
+  done=$($PSQL -c "SELECT count(*) FROM \"$schema\".\"Design\" WHERE \"status\" = 'COMPLETED'")
+  echo "$kind concurrency=$conc completedRows=$done $result"
+  if [ "$kind" = rust ]; then
+    # Mean per-step times the pipeline recorded (ms): the image work is download, decode, fill,
+    # post-processing and storage; markProcessing is the first Design row update.
+    $PSQL -c "SELECT 'rust steps (mean ms): image=' || round(avg(
+        (t->>'downloadMs')::numeric + (t->>'decodeMs')::numeric + (t->>'inpaintMs')::numeric
+        + (t->>'postprocessMs')::numeric + (t->>'uploadMs')::numeric), 3)
+      || ' markProcessing=' || round(avg((t->>'markProcessingMs')::numeric), 3)
+      || ' pipelineTotal=' || round(avg((t->>'totalMs')::numeric), 3)
+      FROM (SELECT \"metadata\"->'timings' AS t FROM \"$schema\".\"Design\" WHERE \"status\" = 'COMPLETED') s"
+  fi
   $PSQL -c "DROP SCHEMA \"$schema\" CASCADE"
   redis-cli -h 127.0.0.1 --scan --pattern "$tag:*" | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
 }
 
-for c in 1 8 32; do run "rust-c$c" "$c" rust; done
-for c in 1 8 32; do run "node-c$c" "$c" node; done
+for c in $LEVELS; do run rust "$c"; done
+for c in $LEVELS; do run node "$c"; done

@@ -103,14 +103,14 @@ pub struct RenderOutput {
 struct Timings {
     started_at: String,
     finished_at: String,
-    mark_processing_ms: u64,
-    sanitize_prompt_ms: u64,
-    download_ms: u64,
-    decode_ms: u64,
-    inpaint_ms: u64,
-    postprocess_ms: u64,
-    upload_ms: u64,
-    total_ms: u64,
+    mark_processing_ms: f64,
+    sanitize_prompt_ms: f64,
+    download_ms: f64,
+    decode_ms: f64,
+    inpaint_ms: f64,
+    postprocess_ms: f64,
+    upload_ms: f64,
+    total_ms: f64,
 }
 
 impl Pipeline {
@@ -406,8 +406,10 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .map_err(|error| RenderError::Internal(format!("image task failed: {error}")))
 }
 
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// Milliseconds since `since`, to the microsecond (small jobs take well under a millisecond
+/// per step, and whole milliseconds would hide them).
+fn elapsed_ms(since: Instant) -> f64 {
+    (since.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {

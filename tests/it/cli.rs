@@ -75,7 +75,7 @@ async fn render_json_writes_every_asset_and_completes_the_sqlite_row() {
     assert_eq!(json["metadata"]["provider"], "builtin");
     assert_eq!(json["metadata"]["promptUsed"], false);
     assert!(json["metadata"]["timings"]["startedAt"].is_string());
-    assert!(json["metadata"]["timings"]["inpaintMs"].is_u64());
+    assert!(json["metadata"]["timings"]["inpaintMs"].is_f64());
 
     let url = |key: &str| json[key].as_str().unwrap_or_else(|| panic!("{key} missing")).to_owned();
     assert_eq!(dimensions_of(&url("compositeTextureUrl")), (512, 512));

@@ -2,11 +2,14 @@
 //   node bench.mjs produce '<json {queue, prefix, count, baseUrl, designPrefix, tenants}>'
 //     adds `count` jobs with addBulk, waits for all completions through QueueEvents and prints
 //     {"jobs": n, "seconds": s, "jobsPerSecond": r}.
-//   node bench.mjs worker '<json {queue, prefix, concurrency}>'
-//     a Node BullMQ worker doing the worker's bookkeeping without image work: parse the payload,
-//     take and release a tenant lease with the same Lua as src/tenancy.rs, PUBLISH the event.
+//   node bench.mjs worker '<json {queue, prefix, concurrency, databaseUrl, schema}>'
+//     a Node BullMQ worker doing the Rust worker's bookkeeping without the image work: parse the
+//     payload, take the tenant lease with the same Lua as src/tenancy.rs, mark the Design
+//     PROCESSING, write the COMPLETED row (URLs, cost, metadata) with the same SQL as
+//     src/store/postgres.rs, release the lease, PUBLISH the completed event.
 import { Queue, QueueEvents, Worker } from 'bullmq';
 import IORedis from 'ioredis';
+import pg from 'pg';
 
 const [mode, raw] = process.argv.slice(2);
 const spec = JSON.parse(raw);
@@ -56,18 +59,40 @@ if (mode === 'produce') {
 } else if (mode === 'worker') {
   const redis = new IORedis(connection);
   redis.defineCommand('acquireSlot', { numberOfKeys: 1, lua: ACQUIRE });
+  // The same pool size as the Rust worker (8 connections), on the run's schema.
+  const db = new pg.Pool({ connectionString: spec.databaseUrl, max: 8, options: `-c search_path="${spec.schema}"` });
   const worker = new Worker(
     spec.queue,
     async (job) => {
       const { designId, tenantId } = job.data;
+      if (typeof designId !== 'string' || typeof tenantId !== 'string') throw new Error('invalid payload');
       const key = `${spec.prefix}:${spec.queue}:tenant-slots:${tenantId}`;
       if ((await redis.acquireSlot(key, job.id, 2, 30000)) !== 1) throw new Error('saturated');
+      const processing = await db.query(
+        `UPDATE "Design" SET "status" = 'PROCESSING'::"DesignStatus", "updatedAt" = $3 WHERE "id" = $1 AND "tenantId" = $2`,
+        [designId, tenantId, new Date()],
+      );
+      if (processing.rowCount === 0) throw new Error('design not found');
+      const url = (kind) => `file:///storage/designs/${designId}/${kind}.png`;
+      const result = {
+        designId, status: 'COMPLETED', compositeTextureUrl: url('composite'), previewUrl: url('preview'),
+        highResUrl: url('highres'), costTokens: 0, costCents: 0,
+      };
+      await db.query(
+        `UPDATE "Design" SET "status" = 'COMPLETED'::"DesignStatus", "compositeTextureUrl" = $3,
+           "previewUrl" = $4, "highResUrl" = $5, "costTokens" = GREATEST("costTokens", $6),
+           "costCents" = GREATEST("costCents", $7),
+           "metadata" = COALESCE("metadata", '{}'::jsonb) || $8::jsonb, "updatedAt" = $9
+         WHERE "id" = $1 AND "tenantId" = $2`,
+        [designId, tenantId, result.compositeTextureUrl, result.previewUrl, result.highResUrl, 0, 0,
+          JSON.stringify({ provider: 'none', jobId: job.id }), new Date()],
+      );
       await redis.zrem(key, job.id);
-      const event = { event: 'design.render.completed', version: 1, jobId: job.id, designId, tenantId, attemptsMade: 1, costTokens: 0, costCents: 0, timestamp: new Date().toISOString() };
+      const event = { event: 'design.render.completed', version: 1, jobId: job.id, designId, tenantId, attemptsMade: 1, ...result, timestamp: new Date().toISOString() };
       await redis.publish(event.event, JSON.stringify(event));
-      return { designId, status: 'COMPLETED' };
+      return result;
     },
     { connection, prefix: spec.prefix, concurrency: spec.concurrency },
   );
-  process.on('SIGTERM', async () => { await worker.close(); await redis.quit(); process.exit(0); });
+  process.on('SIGTERM', async () => { await worker.close(); await redis.quit(); await db.end(); process.exit(0); });
 }

@@ -65,10 +65,14 @@ impl BlobStore for LocalStore {
         };
         let directory = path.parent().unwrap_or(&self.root).to_path_buf();
         tokio::fs::create_dir_all(&directory).await.map_err(io_error)?;
+        // Unique per write: two jobs of this process may store the same content-addressed key
+        // at once, and each must rename its own complete file into place.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let temporary = directory.join(format!(
-            ".{}.{}.tmp",
+            ".{}.{}.{}.tmp",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("asset"),
-            std::process::id()
+            std::process::id(),
+            WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         tokio::fs::write(&temporary, &bytes).await.map_err(io_error)?;
         if let Err(source) = tokio::fs::rename(&temporary, &path).await {
@@ -106,6 +110,32 @@ mod tests {
         assert_eq!(
             url.as_str(),
             "https://cdn.example.com/assets/renders/t/d/preview-00.png"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_writes_of_one_key_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStore::new(dir.path(), None).unwrap());
+        let key = StorageKey::parse("renders/t/d/composite-00.png").unwrap();
+        let writes: Vec<_> = (0..32)
+            .map(|_| {
+                let (store, key) = (std::sync::Arc::clone(&store), key.clone());
+                tokio::spawn(async move { store.put(&key, vec![7; 64 * 1024], "image/png").await })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap().expect("every write succeeds");
+        }
+        let directory = dir.path().join("renders/t/d");
+        assert_eq!(
+            std::fs::read(directory.join("composite-00.png")).unwrap(),
+            vec![7; 64 * 1024]
+        );
+        assert_eq!(
+            std::fs::read_dir(&directory).unwrap().count(),
+            1,
+            "no temporary file left"
         );
     }
 }

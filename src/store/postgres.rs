@@ -48,6 +48,10 @@ impl PgDesignStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // No ping before every query: it doubles the round trips of a job's two updates. A
+            // connection that died in the pool fails its query as `Unavailable`, which is
+            // transient (the job is retried), and sqlx then drops that connection.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;

@@ -61,15 +61,19 @@ run() { # kind concurrency
   local done
   done=$($PSQL -c "SELECT count(*) FROM \"$schema\".\"Design\" WHERE \"status\" = 'COMPLETED'")
   echo "$kind concurrency=$conc completedRows=$done $result"
-  if [ "$kind" = rust ]; then
+  if [ "$kind" = rust ] && [ "$conc" = 1 ]; then
     # Mean per-step times the pipeline recorded (ms): the image work is download, decode, fill,
-    # post-processing and storage; markProcessing is the first Design row update.
-    $PSQL -c "SELECT 'rust steps (mean ms): image=' || round(avg(
-        (t->>'downloadMs')::numeric + (t->>'decodeMs')::numeric + (t->>'inpaintMs')::numeric
-        + (t->>'postprocessMs')::numeric + (t->>'uploadMs')::numeric), 3)
-      || ' markProcessing=' || round(avg((t->>'markProcessingMs')::numeric), 3)
-      || ' pipelineTotal=' || round(avg((t->>'totalMs')::numeric), 3)
-      FROM (SELECT \"metadata\"->'timings' AS t FROM \"$schema\".\"Design\" WHERE \"status\" = 'COMPLETED') s"
+    # post-processing and storage. At concurrency 1 the rest of a job's wall time is the
+    # per-job overhead: queue (fetch, lock, finish), tenant slot, both Design row updates, event.
+    local image
+    image=$($PSQL -c "SELECT round(avg((t->>'downloadMs')::numeric + (t->>'decodeMs')::numeric
+        + (t->>'inpaintMs')::numeric + (t->>'postprocessMs')::numeric + (t->>'uploadMs')::numeric), 3)
+      FROM (SELECT \"metadata\"->'timings' AS t FROM \"$schema\".\"Design\" WHERE \"status\" = 'COMPLETED') s")
+    local seconds
+    seconds=$(sed -E 's/.*"seconds":([0-9.]+).*/\1/' <<<"$result")
+    awk -v s="$seconds" -v n="$N" -v img="$image" 'BEGIN {
+      wall = s * 1000 / n;
+      printf "rust per job (ms): wall %.3f, image work %.3f, overhead %.3f\n", wall, img, wall - img }'
   fi
   rm -rf "${STORE:?}/$tag"
   $PSQL -c "SET client_min_messages=warning; DROP SCHEMA \"$schema\" CASCADE"

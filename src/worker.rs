@@ -101,19 +101,23 @@ impl RenderWorker {
             .await
             .unwrap_or_else(|_| Err(RenderError::Internal("the render panicked".into())));
         drop(renewal);
-        if let Err(error) = self.limiter.release(&request.tenant_id, job.id()).await {
-            // The lease expires on its own; nothing else to do.
-            tracing::warn!("Could not release the tenant slot of job {}: {error}", job.id());
-        }
+        let release = async {
+            if let Err(error) = self.limiter.release(&request.tenant_id, job.id()).await {
+                // The lease expires on its own; nothing else to do.
+                tracing::warn!("Could not release the tenant slot of job {}: {error}", job.id());
+            }
+        };
 
         match result {
             Ok(output) => {
                 tracing::info!("Completed design {} (job {})", request.design_id, job.id());
                 let event = RenderEvent::completed(subject(job, &request), &output);
-                self.publish(&event).await;
+                // Independent, so they share one round trip on the multiplexed connection.
+                tokio::join!(release, self.publish(&event));
                 serde_json::to_value(&output).map_err(bullmq::Error::Serialization)
             }
             Err(error) => {
+                release.await;
                 let last = error.disposition() == Disposition::Abort || queue::is_last_attempt(job);
                 if last {
                     tracing::warn!(

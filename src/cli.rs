@@ -1,7 +1,7 @@
 //! The command-line interface: argument parsing and the `render` command's terminal output.
 //!
 //! `render` turns flags or a job file into the same [`RenderRequest`] the queue worker parses,
-//! runs the same [`Pipeline`], and prints either a human summary or exactly one JSON object.
+//! runs the same [`Pipeline`](crate::pipeline::Pipeline), and prints either a human summary or exactly one JSON object.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -61,7 +61,7 @@ pub trait TenantLimiter: Send + Sync {
 }
 
 /// Removes expired leases, then adds (or refreshes) the token if there is room.
-/// KEYS[1] = lease set; ARGV = token, limit, lease ms. Returns 1 when the slot is held.
+/// `KEYS[1]` = lease set; ARGV = token, limit, lease ms. Returns 1 when the slot is held.
 const ACQUIRE: &str = r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)

@@ -5,7 +5,7 @@
 //!
 //! The guard works at three points, so neither a DNS answer nor a redirect can slip past it:
 //! IP literals in a URL are checked before any request, host names go through
-//! [`GuardedResolver`], which checks *every* resolved address and hands reqwest only checked
+//! `GuardedResolver`, which checks *every* resolved address and hands reqwest only checked
 //! ones (so the connection is made to an address that was checked), and redirects are followed
 //! here, hop by hop, with each new URL checked again.
 

@@ -839,19 +839,10 @@ impl Vars<'_> {
     where
         T: std::str::FromStr + fmt::Display,
     {
-        let Some(text) = self.get(name) else {
-            return Ok(default);
-        };
-        let value: T = text
-            .trim()
-            .parse()
-            .map_err(|_| ConfigError::new(name, format!("must be a number (got `{}`)", text.trim())))?;
-        if !valid(&value) {
-            return Err(ConfigError::new(name, format!("value {value} is out of range")));
-        }
-        Ok(value)
+        Ok(self.parse_opt(name, valid)?.unwrap_or(default))
     }
 
+    /// A set variable parsed as a number that `valid` accepts; the error names the variable.
     fn parse_opt<T>(&self, name: &'static str, valid: impl Fn(&T) -> bool) -> Result<Option<T>, ConfigError>
     where
         T: std::str::FromStr + fmt::Display,

@@ -20,7 +20,7 @@ use crate::assets::{AssetLoader, AssetRole};
 use crate::config::ImagingConfig;
 use crate::imaging::{self, AssetSpec, RenderedAssets, codec};
 use crate::job::{AssetRef, RenderRequest};
-use crate::providers::{EditRequest, ImageEditor};
+use crate::providers::{EditRequest, ImageEditor, ProviderError};
 use crate::safety::{self, SafetyPolicy};
 use crate::storage::{AssetKind, BlobStore, StorageKey};
 use crate::store::{CompletedRender, DesignStore, FailedRender};
@@ -282,11 +282,16 @@ impl Pipeline {
         request: &RenderRequest,
         error: &RenderError,
     ) -> Result<(), crate::store::StoreError> {
+        let provider_attempts = match error {
+            RenderError::Provider(ProviderError::Exhausted { attempts, .. }) => serde_json::to_value(attempts).ok(),
+            _ => None,
+        };
         let failure = FailedRender {
             code: error.code(),
             message: error.to_string(),
             cost_tokens: 0,
             cost_cents: 0,
+            provider_attempts,
         };
         self.designs
             .mark_failed(&request.design_id, &request.tenant_id, &failure)

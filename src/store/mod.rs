@@ -69,6 +69,9 @@ pub struct FailedRender {
     /// Cost already spent on paid calls before the failure.
     pub cost_tokens: i32,
     pub cost_cents: i32,
+    /// What each provider of the chain did, when they all failed; stored as
+    /// `metadata.providerAttempts`, the same key a completed render uses.
+    pub provider_attempts: Option<serde_json::Value>,
 }
 
 /// A Design row as this worker sees it.
@@ -226,11 +229,15 @@ pub(crate) const RENDER_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 fn failure_metadata(failure: &FailedRender) -> serde_json::Value {
-    serde_json::json!({
+    let mut metadata = serde_json::json!({
         "error": {
             "code": failure.code,
             "message": failure.message,
             "failedAt": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         }
-    })
+    });
+    if let (Some(attempts), Some(object)) = (&failure.provider_attempts, metadata.as_object_mut()) {
+        object.insert("providerAttempts".into(), attempts.clone());
+    }
+    metadata
 }

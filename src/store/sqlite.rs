@@ -343,6 +343,7 @@ mod tests {
             message: "`maskUrl`: refused".into(),
             cost_tokens: 0,
             cost_cents: 0,
+            provider_attempts: None,
         };
         store.mark_failed(&design, &tenant, &failure).await.unwrap();
         let row = store.get(&design).await.unwrap().unwrap();

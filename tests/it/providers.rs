@@ -15,7 +15,7 @@ use design_render::pipeline::{Disposition, Pipeline, RenderError, Silent};
 use design_render::providers::ProviderError;
 use design_render::providers::breaker::{Clock, ManualClock, SystemClock};
 use design_render::storage::{BlobStore, StorageError, StorageKey};
-use design_render::store::{DesignStore, PaidCallEntry};
+use design_render::store::{DesignStatus, DesignStore, PaidCallEntry};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -337,6 +337,63 @@ async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes
     assert_eq!(output.metadata["provider"], "openai");
     assert_eq!(received(&openai).await, 7);
     assert_eq!(received(&local).await, 6);
+}
+
+#[tokio::test]
+async fn a_failed_render_records_what_every_provider_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = MockServer::start().await;
+    let local = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(serde_json::json!({
+            "error": {"message": "The engine is currently overloaded.", "type": "server_error",
+                      "param": null, "code": null}
+        })))
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/sdapi/v1/img2img"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("CUDA out of memory"))
+        .mount(&local)
+        .await;
+    let mut config = openai_config(dir.path(), &openai);
+    config.providers.local_diffusion_url = Some(url::Url::parse(&local.uri()).unwrap());
+    config.providers.render_providers = Some(vec![ProviderKind::OpenAi, ProviderKind::LocalDiffusion]);
+    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let job = request(dir.path(), "d-exhausted", "weathered brick");
+
+    let error = pipeline.run(&job, &Silent).await.unwrap_err();
+    assert_eq!(error.code(), "providers_exhausted");
+    assert_eq!(error.disposition(), Disposition::Retry);
+    // As on a final attempt: the row is FAILED and says which provider did what.
+    pipeline.record_failure(&job, &error).await.unwrap();
+    let row = pipeline
+        .designs
+        .get(&DesignId::parse("d-exhausted").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, DesignStatus::Failed);
+    let metadata = row.metadata.expect("metadata");
+    assert_eq!(metadata["error"]["code"], "providers_exhausted");
+    let attempts = metadata["providerAttempts"].as_array().expect("providerAttempts");
+    let summary: Vec<(&str, &str)> = attempts
+        .iter()
+        .map(|attempt| {
+            (
+                attempt["provider"].as_str().unwrap_or_default(),
+                attempt["outcome"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("openai", "provider_unavailable"),
+            ("local-diffusion", "provider_unavailable")
+        ]
+    );
 }
 
 async fn received(server: &MockServer) -> usize {
@@ -764,6 +821,7 @@ async fn postgres_records_paid_calls_idempotently() {
                 message: "y".into(),
                 cost_tokens: 0,
                 cost_cents: 0,
+                provider_attempts: None,
             },
         )
         .await

@@ -98,11 +98,13 @@ pub struct EncodeError {
 pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<RenderedAssets, EncodeError> {
     let started = std::time::Instant::now();
     // When the high-res size is the composite's own (a 2048² base at the default size), the
-    // high-res asset *is* the composite: no resample, no second encode.
+    // high-res asset *is* the composite: no resample, no second encode. The same holds for a
+    // preview of a base that is already preview-sized.
     let same_size = composite.dimensions() == spec.high_res;
+    let preview_is_composite = composite.dimensions() == (spec.preview, spec.preview);
     let (high_res, preview) = rayon::join(
         || (!same_size).then(|| resize::resize_rgba(composite, spec.high_res.0, spec.high_res.1)),
-        || resize::resize_rgba(composite, spec.preview, spec.preview),
+        || (!preview_is_composite).then(|| resize::resize_rgba(composite, spec.preview, spec.preview)),
     );
     let high_res_image = high_res.as_ref().unwrap_or(composite);
     let resize_ms = elapsed_ms(started);
@@ -158,7 +160,7 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
         },
         || {
             rayon::join(
-                || encode("preview", &preview),
+                || preview.as_ref().map(|image| encode("preview", image)).transpose(),
                 || {
                     rayon::join(
                         || encode_plane("normal map", normal, codec::PngLayout::Rgb),
@@ -174,10 +176,14 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
         Some(encoded) => encoded,
         None => composite.clone(),
     };
+    let preview = match preview_png? {
+        Some(encoded) => encoded,
+        None => composite.clone(),
+    };
     Ok(RenderedAssets {
         composite,
         high_res,
-        preview: preview_png?,
+        preview,
         normal_map: normal_png?,
         roughness_map: roughness_png?,
         timings: PostprocessTimings {
@@ -241,5 +247,22 @@ mod tests {
         assert_eq!(size(&assets.preview.png), (64, 64));
         assert_eq!(size(&assets.normal_map.as_ref().unwrap().png), (256, 128));
         assert!(assets.roughness_map.is_none());
+    }
+
+    #[test]
+    fn outputs_the_size_of_the_composite_reuse_its_encoding() {
+        let composite = RgbaImage::from_fn(64, 64, |x, y| image::Rgba([x as u8 * 4, y as u8 * 4, 7, 255]));
+        let spec = AssetSpec {
+            high_res: (64, 64),
+            preview: 64,
+            normal_map: false,
+            roughness_map: false,
+            normal_strength: 2.0,
+        };
+        let assets = render_assets(&composite, &spec).unwrap();
+        assert_eq!(assets.high_res.png, assets.composite.png);
+        assert_eq!(assets.preview.png, assets.composite.png);
+        let decoded = image::load_from_memory(&assets.preview.png).unwrap().to_rgba8();
+        assert_eq!(decoded, composite, "the preview is the composite, pixel for pixel");
     }
 }

@@ -437,23 +437,27 @@ fn has_hash_tag(key: &str) -> bool {
 pub fn parse_cluster_nodes(text: &str) -> Result<Vec<String>, String> {
     let mut nodes = Vec::new();
     for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        // Messages show the node without anything before an `@`, which could be a password.
+        let shown = match entry.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => entry.to_owned(),
+        };
         let with_scheme = if entry.contains("://") {
             entry.to_owned()
         } else {
             format!("redis://{entry}")
         };
-        let url = url::Url::parse(&with_scheme).map_err(|error| format!("node `{entry}` is not host:port: {error}"))?;
+        let url = url::Url::parse(&with_scheme).map_err(|error| format!("node `{shown}` is not host:port: {error}"))?;
         if !matches!(url.scheme(), "redis" | "rediss") {
-            return Err(format!("node `{entry}` must use redis:// or rediss://"));
+            return Err(format!("node `{shown}` must use redis:// or rediss://"));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(format!(
-                "node `{}` carries credentials; set REDIS_PASSWORD instead",
-                url.host_str().unwrap_or_default()
+                "node `{shown}` carries credentials; set REDIS_PASSWORD instead"
             ));
         }
         if url.host_str().is_none_or(str::is_empty) || url.port().is_none() {
-            return Err(format!("node `{entry}` needs a host and a port"));
+            return Err(format!("node `{shown}` needs a host and a port"));
         }
         nodes.push(format!(
             "{}://{}:{}",
@@ -917,6 +921,7 @@ mod tests {
         assert!(config(&[]).unwrap().redis.cluster_nodes.is_empty());
         for (value, needle) in [
             ("redis://:hunter2@10.0.0.1:7000", "REDIS_PASSWORD"),
+            ("redis://:hunter2@[not-a-host", "not host:port"),
             ("10.0.0.1", "host and a port"),
             ("http://10.0.0.1:7000", "redis://"),
             (" , ", "lists no node"),

@@ -192,12 +192,12 @@ impl WorkerProcess {
     }
 
     /// Waits for the process to exit.
-    pub async fn exit_status(mut self) -> std::process::ExitStatus {
+    pub async fn exit_status(&mut self) -> std::process::ExitStatus {
         self.0.wait().await.expect("worker exits")
     }
 
     /// Sends SIGTERM and waits for the exit.
-    pub async fn terminate(self) -> std::process::ExitStatus {
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
         self.signal("TERM");
         self.exit_status().await
     }
@@ -646,7 +646,7 @@ async fn killed_worker_job_is_completed_by_another_worker_once() {
         ("QUEUE_STALLED_INTERVAL_MS", "1000"),
         ("TENANT_LEASE_SECONDS", "3"),
     ];
-    let victim = setup.spawn_worker(&schema.url(), &env);
+    let mut victim = setup.spawn_worker(&schema.url(), &env);
     let events = setup.events().await;
     let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
     let job = queue
@@ -751,120 +751,131 @@ async fn sigterm_lets_the_worker_exit_cleanly() {
     schema.drop_schema().await;
 }
 
-/// Starts a job whose download takes `download` and returns once the worker is mid-job: the job
-/// is active in BullMQ and its Design row is PROCESSING.
-async fn start_long_job(
-    schema: &PgSchema,
-    events: &QueueEvents,
-    queue: &Queue,
-    assets: &MockServer,
-    design: &str,
-) -> String {
-    schema.insert_design(design, "tenant-d").await;
-    let job = queue
-        .add(
-            "render",
-            payload(design, "tenant-d", &format!("{}/base.png", assets.uri())),
-        )
-        .attempts(2)
-        .await
-        .unwrap();
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            if let Some(QueueEvent::Active { job_id, .. }) = events.next_event().await.map(|e| e.event)
-                && job_id == job.id()
-            {
-                return;
+/// A worker of concurrency 1 that is mid-job: the job is active in BullMQ and its Design row
+/// is PROCESSING, while its download (served after `download`) is still running.
+struct LongJob {
+    schema: PgSchema,
+    setup: QueueSetup,
+    assets: MockServer,
+    worker: WorkerProcess,
+    events: QueueEvents,
+    queue: Queue,
+    design: String,
+    job: String,
+}
+
+impl LongJob {
+    async fn start(label: &str, download: Duration, grace_seconds: &str) -> Self {
+        let schema = PgSchema::new().await;
+        let setup = QueueSetup::new(label);
+        let assets = asset_server(download).await;
+        let worker = setup.spawn_worker(
+            &schema.url(),
+            &[("WORKER_CONCURRENCY", "1"), ("SHUTDOWN_GRACE_SECONDS", grace_seconds)],
+        );
+        let events = setup.events().await;
+        let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+        let design = unique(label);
+        schema.insert_design(&design, "tenant-d").await;
+        let job = queue
+            .add(
+                "render",
+                payload(&design, "tenant-d", &format!("{}/base.png", assets.uri())),
+            )
+            .attempts(2)
+            .await
+            .unwrap()
+            .id()
+            .to_owned();
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                if let Some(QueueEvent::Active { job_id, .. }) = events.next_event().await.map(|e| e.event)
+                    && job_id == job
+                {
+                    return;
+                }
             }
+        })
+        .await
+        .expect("job became active");
+        let deadline = Instant::now() + DEADLINE;
+        while schema.design(&design).await.status != DesignStatus::Processing {
+            assert!(Instant::now() < deadline, "design never became PROCESSING");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    })
-    .await
-    .expect("job became active");
-    let deadline = Instant::now() + DEADLINE;
-    while schema.design(design).await.status != DesignStatus::Processing {
-        assert!(Instant::now() < deadline, "design never became PROCESSING");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        Self {
+            schema,
+            setup,
+            assets,
+            worker,
+            events,
+            queue,
+            design,
+            job,
+        }
     }
-    job.id().to_owned()
+
+    async fn finish(self) {
+        self.queue.close().await;
+        self.events.close().await;
+        self.setup.cleanup().await;
+        self.schema.drop_schema().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_job_finish_and_takes_no_new_one() {
-    let schema = PgSchema::new().await;
-    let setup = QueueSetup::new("drain");
     // The download alone takes 3 s, so the job is still running when the signal arrives.
-    let assets = asset_server(Duration::from_secs(3)).await;
-    let worker = setup.spawn_worker(
-        &schema.url(),
-        &[("WORKER_CONCURRENCY", "1"), ("SHUTDOWN_GRACE_SECONDS", "60")],
-    );
-    let events = setup.events().await;
-    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
-    let long = unique("long");
-    let long_job = start_long_job(&schema, &events, &queue, &assets, &long).await;
-
-    worker.signal("TERM");
+    let mut run = LongJob::start("drain", Duration::from_secs(3), "60").await;
+    run.worker.signal("TERM");
     // Added after the signal: the draining worker must leave it for another worker.
     let late = unique("late");
-    schema.insert_design(&late, "tenant-d").await;
-    let late_job = queue
+    run.schema.insert_design(&late, "tenant-d").await;
+    let late_job = run
+        .queue
         .add(
             "render",
-            payload(&late, "tenant-d", &format!("{}/base.png", assets.uri())),
+            payload(&late, "tenant-d", &format!("{}/base.png", run.assets.uri())),
         )
         .await
         .unwrap();
 
-    let status = worker.exit_status().await;
+    let status = run.worker.exit_status().await;
     assert!(status.success(), "worker exit status {status:?}");
-    assert_eq!(queue.get_job_state(&long_job).await.unwrap(), JobState::Completed);
-    assert_eq!(schema.design(&long).await.status, DesignStatus::Completed);
-    assert_eq!(queue.get_job_state(late_job.id()).await.unwrap(), JobState::Waiting);
-    assert_eq!(schema.design(&late).await.status, DesignStatus::Pending);
+    assert_eq!(run.queue.get_job_state(&run.job).await.unwrap(), JobState::Completed);
+    assert_eq!(run.schema.design(&run.design).await.status, DesignStatus::Completed);
+    assert_eq!(run.queue.get_job_state(late_job.id()).await.unwrap(), JobState::Waiting);
+    assert_eq!(run.schema.design(&late).await.status, DesignStatus::Pending);
     let mut connection = redis::Client::open(REDIS_URL)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
     let held: u64 = redis::cmd("ZCARD")
-        .arg(format!("{}:{}:tenant-slots:tenant-d", setup.prefix, setup.queue))
+        .arg(format!(
+            "{}:{}:tenant-slots:tenant-d",
+            run.setup.prefix, run.setup.queue
+        ))
         .query_async(&mut connection)
         .await
         .unwrap();
     assert_eq!(held, 0, "the finished job released its slot");
-    queue.close().await;
-    events.close().await;
-    setup.cleanup().await;
-    schema.drop_schema().await;
+    run.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_signal_exits_at_once_and_leaves_the_job_to_stalled_recovery() {
-    let schema = PgSchema::new().await;
-    let setup = QueueSetup::new("abort");
     // Far longer than the test: only an immediate exit ends the worker in time.
-    let assets = asset_server(Duration::from_secs(600)).await;
-    let worker = setup.spawn_worker(
-        &schema.url(),
-        &[("WORKER_CONCURRENCY", "1"), ("SHUTDOWN_GRACE_SECONDS", "600")],
-    );
-    let events = setup.events().await;
-    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
-    let design = unique("abort");
-    let job = start_long_job(&schema, &events, &queue, &assets, &design).await;
-
-    worker.signal("TERM");
-    worker.signal("INT");
-    let status = tokio::time::timeout(DEADLINE, worker.exit_status())
+    let mut run = LongJob::start("abort", Duration::from_secs(600), "600").await;
+    run.worker.signal("TERM");
+    run.worker.signal("INT");
+    let status = tokio::time::timeout(DEADLINE, run.worker.exit_status())
         .await
         .expect("the second signal ends the worker");
     assert_eq!(status.code(), Some(130), "{status:?}");
     // Nothing was finished in a hurry: the job is still active (its lock will lapse and the
     // stalled check of a live worker retries it) and the Design is not marked FAILED.
-    assert_eq!(queue.get_job_state(&job).await.unwrap(), JobState::Active);
-    assert_eq!(schema.design(&design).await.status, DesignStatus::Processing);
-    queue.close().await;
-    events.close().await;
-    setup.cleanup().await;
-    schema.drop_schema().await;
+    assert_eq!(run.queue.get_job_state(&run.job).await.unwrap(), JobState::Active);
+    assert_eq!(run.schema.design(&run.design).await.status, DesignStatus::Processing);
+    run.finish().await;
 }

@@ -203,6 +203,14 @@ impl WorkerProcess {
     }
 }
 
+/// Closes a test's queue clients and removes its Redis keys and PostgreSQL schema.
+pub async fn teardown(queue: Queue, events: QueueEvents, setup: QueueSetup, schema: PgSchema) {
+    queue.close().await;
+    events.close().await;
+    setup.cleanup().await;
+    schema.drop_schema().await;
+}
+
 /// A local asset server with a 64x64 base texture at `/base.png`.
 pub async fn asset_server(delay: Duration) -> MockServer {
     let server = MockServer::start().await;
@@ -626,10 +634,7 @@ async fn tenant_limit_holds_across_two_workers_and_other_tenants_are_not_blocked
         .await
         .unwrap();
     assert_eq!(held, 0);
-    queue.close().await;
-    events.close().await;
-    setup.cleanup().await;
-    schema.drop_schema().await;
+    teardown(queue, events, setup, schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,10 +722,7 @@ async fn killed_worker_job_is_completed_by_another_worker_once() {
         .await
         .unwrap();
     assert_eq!(held, 0, "slot released after the recovered job");
-    queue.close().await;
-    events.close().await;
-    setup.cleanup().await;
-    schema.drop_schema().await;
+    teardown(queue, events, setup, schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,10 +747,7 @@ async fn sigterm_lets_the_worker_exit_cleanly() {
     await_completed(&events, 1).await;
     let status = worker.terminate().await;
     assert!(status.success(), "worker exit status {status:?}");
-    queue.close().await;
-    events.close().await;
-    setup.cleanup().await;
-    schema.drop_schema().await;
+    teardown(queue, events, setup, schema).await;
 }
 
 /// A worker of concurrency 1 that is mid-job: the job is active in BullMQ and its Design row
@@ -816,10 +815,7 @@ impl LongJob {
     }
 
     async fn finish(self) {
-        self.queue.close().await;
-        self.events.close().await;
-        self.setup.cleanup().await;
-        self.schema.drop_schema().await;
+        teardown(self.queue, self.events, self.setup, self.schema).await;
     }
 }
 

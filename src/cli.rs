@@ -10,8 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::app::{self, Mode};
 use crate::config::Config;
+use crate::failure::{JobError, settle, with_code};
 use crate::job::{JobPayload, RenderOptionsPayload, RenderRequest};
-use crate::pipeline::{Disposition, Progress, RenderError, RenderOutput, Silent, Step};
+use crate::pipeline::{Disposition, Progress, RenderOutput, Silent, Step};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -168,19 +169,22 @@ async fn render(args: RenderArgs, config: Config) -> Outcome {
             }
         }
         Err(error) => {
-            // The one-shot command has no further attempts, so the failure is final.
-            // A store error means the row could not be written in the first place.
-            if !matches!(error, RenderError::Store(_))
-                && let Err(store_error) = pipeline.record_failure(&request, &error).await
+            // The one-shot command has a single attempt, settled by the same rule as a job.
+            let error = JobError::from(error);
+            if settle(&error, 1, 1).record_failed
+                && let Err(store_error) = pipeline.record_failure(&request, &error.failed_render()).await
             {
                 tracing::warn!(error = %store_error, "could not record the failure on the design row");
             }
-            let outcome = match error.disposition() {
-                Disposition::Abort => Outcome::Failed,
-                Disposition::Retry => Outcome::TryLater,
-            };
-            fail(&format!("{error} [{}]", error.code()), outcome)
+            fail(&error.reason(), outcome_of(error.disposition()))
         }
+    }
+}
+
+fn outcome_of(disposition: Disposition) -> Outcome {
+    match disposition {
+        Disposition::Abort => Outcome::Failed,
+        Disposition::Retry => Outcome::TryLater,
     }
 }
 
@@ -189,9 +193,20 @@ async fn worker(config: Config) -> Outcome {
         Ok(render) => render,
         Err(error) => return fail(&format!("{error:#}"), Outcome::TryLater),
     };
-    match crate::worker::run(std::sync::Arc::new(render), &config).await {
+    let signals = match crate::worker::ShutdownSignals::install() {
+        Ok(signals) => signals,
+        Err(error) => return fail(&format!("cannot install signal handlers: {error}"), Outcome::TryLater),
+    };
+    match crate::queue::serve(
+        std::sync::Arc::new(render),
+        &config.queue,
+        &config.redis,
+        signals.first(),
+    )
+    .await
+    {
         Ok(()) => Outcome::Success,
-        Err(error) => fail(&error.to_string(), Outcome::TryLater),
+        Err(error) => fail(&with_code(&error, error.code()), Outcome::TryLater),
     }
 }
 
@@ -218,13 +233,7 @@ async fn enqueue(args: EnqueueArgs, config: Config) -> Outcome {
             let _ = writeln!(std::io::stdout(), "{id}");
             Outcome::Success
         }
-        Err(error) => {
-            let outcome = match error.disposition() {
-                Disposition::Abort => Outcome::Failed,
-                Disposition::Retry => Outcome::TryLater,
-            };
-            fail(&format!("{error} [{}]", error.code()), outcome)
-        }
+        Err(error) => fail(&with_code(&error, error.code()), outcome_of(error.disposition())),
     }
 }
 
@@ -281,25 +290,25 @@ fn print_summary(output: &RenderOutput) {
         format!("  high-res   {}", output.high_res_url),
         format!("  preview    {}", output.preview_url),
     ];
-    for (label, key) in [("normal map", "normalMapUrl"), ("roughness ", "roughnessMapUrl")] {
-        if let Some(url) = metadata.get(key).and_then(|v| v.as_str()) {
+    for (label, url) in [
+        ("normal map", &metadata.normal_map_url),
+        ("roughness ", &metadata.roughness_map_url),
+    ] {
+        if let Some(url) = url {
             lines.push(format!("  {label} {url}"));
         }
     }
-    let provider = metadata.get("provider").and_then(|v| v.as_str()).unwrap_or("unknown");
-    let prompt_note = if metadata.get("promptUsed").and_then(serde_json::Value::as_bool) == Some(false) {
-        " (content-aware fill; the prompt is not used)"
-    } else {
+    let prompt_note = if metadata.prompt_used {
         ""
+    } else {
+        " (content-aware fill; the prompt is not used)"
     };
-    lines.push(format!("  provider   {provider}{prompt_note}"));
+    lines.push(format!("  provider   {}{prompt_note}", metadata.provider));
     lines.push(format!(
         "  cost       {} tokens, {} cents",
         output.cost_tokens, output.cost_cents
     ));
-    if let Some(total) = metadata.pointer("/timings/totalMs") {
-        lines.push(format!("  time       {total} ms"));
-    }
+    lines.push(format!("  time       {} ms", metadata.timings.total_ms));
     let mut stdout = std::io::stdout().lock();
     for line in lines {
         let _ = writeln!(stdout, "{line}");

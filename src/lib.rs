@@ -11,7 +11,9 @@
 //! - [`storage`]: the [`storage::BlobStore`] port and its adapters.
 //! - [`store`]: the [`store::DesignStore`] port (Design rows) and its SQL adapters.
 //! - [`pipeline`]: the use case, [`pipeline::Pipeline::run`], and its error policy.
-//! - [`queue`]: the adapter over the `bullmq-official` crate; [`worker`]: the queue driver loop;
+//! - [`worker`]: the queue driver's policy (deliveries in, outcomes out); [`queue`]: the adapter
+//!   over the `bullmq-official` crate that feeds it; [`failure`]: job errors and the one rule for
+//!   what a failure records;
 //!   [`tenancy`]: crash-safe per-tenant slot leases; [`events`]: render events and their sinks.
 //! - [`app`]: the composition root; [`cli`]: the command line; [`telemetry`]: logging.
 
@@ -20,7 +22,9 @@ pub mod assets;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod error_code;
 pub mod events;
+pub mod failure;
 pub mod http;
 pub mod imaging;
 pub mod job;

@@ -1,100 +1,129 @@
-//! The queue driver: for each BullMQ job, parse the payload, take a tenant slot (or step aside
-//! when the tenant is saturated), run the [`Pipeline`], then complete, retry or abort, and
-//! announce the outcome. Also the lease renewal while a job runs and graceful shutdown.
+//! The queue driver's policy, free of any queue library: for each [`Delivery`], parse the
+//! payload, take a tenant slot (or step aside when the tenant is saturated), run the
+//! [`Pipeline`], then say how the job ends as a [`JobOutcome`] and announce it. The adapter in
+//! `queue/` turns a BullMQ job into a `Delivery` and the outcome back into BullMQ's calls.
 //!
 //! Invariants kept here:
-//! - A saturated tenant never holds a worker slot or consumes an attempt: the job goes back to
-//!   `delayed` with a jittered delay (see [`crate::queue::delay_saturated`]).
+//! - A saturated tenant never holds a worker slot or consumes an attempt:
+//!   [`JobOutcome::Delay`] puts the job back with a jittered delay.
 //! - The Design row stays PROCESSING while attempts remain; FAILED and the failed event happen
-//!   once, on the last attempt or a permanent error. COMPLETED is written by the pipeline, once
-//!   per successful run (rewriting the same values if a recovered job runs again).
+//!   once, as [`settle`] decides. COMPLETED is written by the pipeline, once per successful run
+//!   (rewriting the same values if a recovered job runs again).
+//! - The tenant lease is renewed while the job runs and released however it ends (a panic
+//!   included).
 //! - An error is logged once, here, where it is handled.
 
+use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bullmq::worker::CancellationToken;
-use bullmq::{Job, Worker};
 use futures_util::FutureExt;
+use serde::Deserialize as _;
 use tracing::Instrument;
 
-use crate::config::Config;
 use crate::events::{EventError, EventSink, EventSubject, RenderEvent};
-use crate::job::{RenderRequest, TenantId};
+use crate::failure::{JobError, settle};
+use crate::job::{JobPayload, PayloadError, RenderRequest, TenantId};
 use crate::pipeline::{Disposition, Pipeline, RenderError, Silent};
-use crate::queue;
-use crate::store::StoreError;
 use crate::tenancy::TenantLimiter;
 
-/// Everything one job needs, shared by all concurrent jobs of the process.
+/// Shortest and longest delay before a job of a saturated tenant is tried again.
+pub const SATURATED_DELAY_MIN: Duration = Duration::from_millis(100);
+pub const SATURATED_DELAY_MAX: Duration = Duration::from_millis(400);
+
+/// One job as the queue hands it over, stripped of the queue library's types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub job_id: String,
+    /// The number of this attempt, from 1.
+    pub attempt: u32,
+    /// Attempts the producer allowed (BullMQ's `opts.attempts`, at least 1).
+    pub attempts_allowed: u32,
+    /// The job's data, not yet validated.
+    pub payload: serde_json::Value,
+}
+
+/// How one delivery ends, for the queue adapter to carry out.
+#[derive(Debug)]
+pub enum JobOutcome {
+    /// Done; the value becomes the job's `returnvalue` (the `render --json` object).
+    Completed(serde_json::Value),
+    /// Not started: try again after this delay without counting an attempt.
+    Delay(Duration),
+    /// This attempt failed; the queue's attempts and backoff decide what happens next.
+    Retry(JobError),
+    /// No attempt can succeed; fail the job now.
+    Abort(JobError),
+}
+
+/// Something that processes deliveries; the queue adapter drives it.
+#[async_trait::async_trait]
+pub trait JobHandler: Send + Sync {
+    async fn handle(&self, delivery: Delivery) -> JobOutcome;
+}
+
+/// Everything one render job needs, shared by all concurrent jobs of the process.
 pub struct RenderWorker {
     pub pipeline: Pipeline,
     pub limiter: Arc<dyn TenantLimiter>,
     pub events: Arc<dyn EventSink>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error("queue worker failed: {0}")]
-    Queue(#[from] bullmq::Error),
-    #[error("cannot install signal handlers: {0}")]
-    Signals(#[from] std::io::Error),
-}
-
-impl RenderWorker {
-    /// Processes one job. `Ok` becomes the job's `returnvalue` (the `render --json` object).
-    pub async fn process(&self, job: Job) -> Result<serde_json::Value, bullmq::Error> {
+#[async_trait::async_trait]
+impl JobHandler for RenderWorker {
+    async fn handle(&self, delivery: Delivery) -> JobOutcome {
         let span = tracing::info_span!(
             "job",
-            job.id = %job.id(),
+            job.id = %delivery.job_id,
             design.id = tracing::field::Empty,
             tenant.id = tracing::field::Empty,
         );
-        AssertUnwindSafe(self.process_in_span(&job).instrument(span))
+        let job_id = delivery.job_id.clone();
+        AssertUnwindSafe(self.handle_in_span(delivery).instrument(span))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
-                tracing::error!(job.id = %job.id(), "Job {} panicked; BullMQ will retry it", job.id());
-                Err(bullmq::Error::ProcessingError(
-                    "internal error: the render panicked [internal]".into(),
-                ))
+                // Only the bookkeeping around the pipeline can get here (the pipeline's own
+                // panics are caught below); BullMQ retries the job.
+                tracing::error!(job.id = %job_id, "Job {job_id} panicked outside the render; it will be retried");
+                JobOutcome::Retry(JobError::Panicked)
             })
     }
+}
 
-    async fn process_in_span(&self, job: &Job) -> Result<serde_json::Value, bullmq::Error> {
-        let request = match queue::parse_request(job) {
+impl RenderWorker {
+    async fn handle_in_span(&self, delivery: Delivery) -> JobOutcome {
+        let request = match parse_request(&delivery.payload) {
             Ok(request) => request,
             Err(error) => {
-                let error = RenderError::Payload(error);
-                tracing::warn!(error.code = error.code(), "Rejected job {}: {error}", job.id());
-                self.announce_failure(job, raw_subject(job), &error).await;
-                return Err(queue::to_bullmq_error(&error));
+                let subject = raw_subject(&delivery);
+                return self
+                    .fail(&delivery, subject, None, RenderError::Payload(error).into())
+                    .await;
             }
         };
         let span = tracing::Span::current();
         span.record("design.id", request.design_id.as_str());
         span.record("tenant.id", request.tenant_id.as_str());
+        let subject = subject(&delivery, &request);
 
-        match self.limiter.try_acquire(&request.tenant_id, job.id()).await {
+        match self.limiter.try_acquire(&request.tenant_id, &delivery.job_id).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::debug!("Tenant {} is saturated; delaying job {}", request.tenant_id, job.id());
-                return Err(queue::delay_saturated(job).await);
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error.code = error.code(),
-                    "Job {} could not take a tenant slot: {error}",
-                    job.id()
+                tracing::debug!(
+                    "Tenant {} is saturated; delaying job {}",
+                    request.tenant_id,
+                    delivery.job_id
                 );
-                return Err(bullmq::Error::ProcessingError(format!("{error} [{}]", error.code())));
+                return JobOutcome::Delay(saturated_delay());
             }
+            Err(error) => return self.fail(&delivery, subject, Some(&request), error.into()).await,
         }
         let renewal = LeaseRenewal::start(
             Arc::clone(&self.limiter),
             request.tenant_id.clone(),
-            job.id().to_owned(),
+            delivery.job_id.clone(),
         );
         let result = AssertUnwindSafe(self.pipeline.run(&request, &Silent))
             .catch_unwind()
@@ -102,61 +131,81 @@ impl RenderWorker {
             .unwrap_or_else(|_| Err(RenderError::Internal("the render panicked".into())));
         drop(renewal);
         let release = async {
-            if let Err(error) = self.limiter.release(&request.tenant_id, job.id()).await {
+            if let Err(error) = self.limiter.release(&request.tenant_id, &delivery.job_id).await {
                 // The lease expires on its own; nothing else to do.
-                tracing::warn!("Could not release the tenant slot of job {}: {error}", job.id());
+                tracing::warn!("Could not release the tenant slot of job {}: {error}", delivery.job_id);
             }
         };
 
         match result {
             Ok(output) => {
-                tracing::info!("Completed design {} (job {})", request.design_id, job.id());
-                let event = RenderEvent::completed(subject(job, &request), &output);
+                tracing::info!("Completed design {} (job {})", request.design_id, delivery.job_id);
+                let event = RenderEvent::completed(subject, &output);
                 // Independent, so they share one round trip on the multiplexed connection.
                 tokio::join!(release, self.publish(&event));
-                serde_json::to_value(&output).map_err(bullmq::Error::Serialization)
+                match serde_json::to_value(&output) {
+                    Ok(value) => JobOutcome::Completed(value),
+                    Err(error) => {
+                        JobOutcome::Retry(RenderError::Internal(format!("result not serialisable: {error}")).into())
+                    }
+                }
             }
             Err(error) => {
                 release.await;
-                let last = error.disposition() == Disposition::Abort || queue::is_last_attempt(job);
-                if last {
-                    tracing::warn!(
-                        error.code = error.code(),
-                        "Design {} failed for good (job {}, attempt {}): {error}",
-                        request.design_id,
-                        job.id(),
-                        job.attempts_made() + 1
-                    );
-                    // A design of another tenant (or none) must stay untouched.
-                    if !matches!(error, RenderError::Store(StoreError::NotFound { .. }))
-                        && let Err(store_error) = self.pipeline.record_failure(&request, &error).await
-                    {
-                        tracing::warn!("Could not mark design {} FAILED: {store_error}", request.design_id);
-                    }
-                    self.announce_failure(job, subject(job, &request), &error).await;
-                } else {
-                    tracing::info!(
-                        error.code = error.code(),
-                        "Attempt {} of job {} failed, will retry: {error}",
-                        job.attempts_made() + 1,
-                        job.id()
-                    );
-                }
-                Err(queue::to_bullmq_error(&error))
+                self.fail(&delivery, subject, Some(&request), error.into()).await
             }
         }
     }
 
-    async fn announce_failure(&self, _job: &Job, subject: EventSubject, error: &RenderError) {
-        let event = RenderEvent::failed(
-            subject,
-            EventError {
-                code: error.code().to_owned(),
-                message: error.to_string(),
-                permanent: error.disposition() == Disposition::Abort,
-            },
-        );
-        self.publish(&event).await;
+    /// Settles a failed attempt: logs it once, records FAILED and announces it when [`settle`]
+    /// says so, and tells the queue whether to retry.
+    async fn fail(
+        &self,
+        delivery: &Delivery,
+        subject: EventSubject,
+        request: Option<&RenderRequest>,
+        error: JobError,
+    ) -> JobOutcome {
+        let settlement = settle(&error, delivery.attempt, delivery.attempts_allowed);
+        if settlement.is_final {
+            tracing::warn!(
+                error.code = error.code(),
+                "Job {} failed for good (design {}, attempt {} of {}): {error}",
+                delivery.job_id,
+                subject.design_id.escape_debug(),
+                delivery.attempt,
+                delivery.attempts_allowed
+            );
+        } else {
+            tracing::info!(
+                error.code = error.code(),
+                "Attempt {} of {} of job {} failed, will retry: {error}",
+                delivery.attempt,
+                delivery.attempts_allowed,
+                delivery.job_id
+            );
+        }
+        if settlement.record_failed
+            && let Some(request) = request
+            && let Err(store_error) = self.pipeline.record_failure(request, &error.failed_render()).await
+        {
+            tracing::warn!("Could not mark design {} FAILED: {store_error}", request.design_id);
+        }
+        if settlement.announce {
+            let event = RenderEvent::failed(
+                subject,
+                EventError {
+                    code: error.code().to_owned(),
+                    message: error.to_string(),
+                    permanent: error.disposition() == Disposition::Abort,
+                },
+            );
+            self.publish(&event).await;
+        }
+        match error.disposition() {
+            Disposition::Abort => JobOutcome::Abort(error),
+            Disposition::Retry => JobOutcome::Retry(error),
+        }
     }
 
     async fn publish(&self, event: &RenderEvent) {
@@ -166,31 +215,57 @@ impl RenderWorker {
     }
 }
 
-fn subject(job: &Job, request: &RenderRequest) -> EventSubject {
+/// The delivery's payload as a validated request. A payload that does not decode is permanent.
+pub fn parse_request(payload: &serde_json::Value) -> Result<RenderRequest, PayloadError> {
+    let payload = JobPayload::deserialize(payload).map_err(|error| PayloadError {
+        field: "payload",
+        rule: format!("is not a valid job object: {error}"),
+    })?;
+    RenderRequest::parse(payload)
+}
+
+fn subject(delivery: &Delivery, request: &RenderRequest) -> EventSubject {
     EventSubject {
-        job_id: job.id().to_owned(),
+        job_id: delivery.job_id.clone(),
         design_id: request.design_id.to_string(),
         tenant_id: request.tenant_id.to_string(),
         user_id: request.user_id.as_ref().map(ToString::to_string),
-        attempts_made: job.attempts_made() + 1,
+        attempts_made: delivery.attempt,
     }
 }
 
 /// Best-effort subject of a payload that did not validate.
-fn raw_subject(job: &Job) -> EventSubject {
+fn raw_subject(delivery: &Delivery) -> EventSubject {
     let field = |name: &str| {
-        job.data()
+        delivery
+            .payload
             .get(name)
             .and_then(serde_json::Value::as_str)
             .map(|text| text.chars().take(crate::job::MAX_ID_LEN).collect::<String>())
     };
     EventSubject {
-        job_id: job.id().to_owned(),
+        job_id: delivery.job_id.clone(),
         design_id: field("designId").unwrap_or_default(),
         tenant_id: field("tenantId").unwrap_or_default(),
         user_id: field("userId"),
-        attempts_made: job.attempts_made() + 1,
+        attempts_made: delivery.attempt,
     }
+}
+
+/// A uniformly spread delay in [`SATURATED_DELAY_MIN`, `SATURATED_DELAY_MAX`), so saturated
+/// jobs from many workers do not come back in lockstep.
+pub fn saturated_delay() -> Duration {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    let spread = u64::try_from((SATURATED_DELAY_MAX - SATURATED_DELAY_MIN).as_millis())
+        .unwrap_or(1)
+        .max(1);
+    SATURATED_DELAY_MIN + Duration::from_millis(hasher.finish() % spread)
 }
 
 /// Renews a tenant lease every third of its lifetime until dropped.
@@ -223,55 +298,62 @@ impl Drop for LeaseRenewal {
     }
 }
 
-/// Runs the BullMQ worker until SIGTERM or SIGINT, then stops fetching and gives in-flight jobs
-/// `SHUTDOWN_GRACE_SECONDS` to finish (their slots are released as they end). A second signal
-/// exits at once; jobs cut short are recovered by another worker's stalled check and their
-/// tenant leases expire on their own.
-pub async fn run(render: Arc<RenderWorker>, config: &Config) -> Result<(), WorkerError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
+/// SIGTERM and SIGINT handlers, installed before the worker starts so a failure to install
+/// them stops start-up instead of leaving a worker that cannot be stopped gracefully.
+pub struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
 
-    let processor = move |job: Job, _cancel: CancellationToken| {
-        let render = Arc::clone(&render);
-        async move { render.process(job).await }
-    };
-    let options = queue::worker_options(&config.queue, &config.redis);
-    let worker = Arc::new(Worker::with_options(&config.queue.name, processor, options).await?);
-    tracing::info!(
-        queue = %config.queue.name,
-        prefix = %config.queue.prefix,
-        concurrency = config.queue.worker_concurrency,
-        "Worker started on queue {}",
-        config.queue.name
-    );
-    // The crate's local event channel is unbounded; drain it so it does not grow.
-    let events = {
-        let worker = Arc::clone(&worker);
-        tokio::spawn(async move {
-            while let Some(event) = worker.next_event().await {
-                tracing::trace!(?event, "worker event");
-            }
+impl ShutdownSignals {
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
         })
-    };
-
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
     }
-    tracing::info!("Shutting down: no new jobs, waiting for in-flight ones");
-    tokio::spawn(async move {
+
+    /// Resolves on the first signal. A second signal after that exits the process at once with
+    /// status 130: jobs cut short are recovered by another worker's stalled check and their
+    /// tenant leases expire on their own.
+    pub async fn first(mut self) {
         tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-        tracing::warn!("Second signal: exiting now");
-        std::process::exit(130);
-    });
-    let grace_ms = u64::try_from(config.queue.shutdown_grace.as_millis()).unwrap_or(u64::MAX);
-    let closed = worker.close(grace_ms).await;
-    events.abort();
-    closed?;
-    tracing::info!("Worker stopped");
-    Ok(())
+        tracing::info!("Shutting down: no new jobs, waiting for in-flight ones");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = self.terminate.recv() => {}
+                _ = self.interrupt.recv() => {}
+            }
+            tracing::warn!("Second signal: exiting now");
+            std::process::exit(130);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saturated_delays_stay_in_range() {
+        for _ in 0..100 {
+            let delay = saturated_delay();
+            assert!((SATURATED_DELAY_MIN..SATURATED_DELAY_MAX).contains(&delay), "{delay:?}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_not_a_job_object_names_the_payload() {
+        let error = parse_request(&serde_json::json!(["not", "an", "object"])).unwrap_err();
+        assert_eq!(error.field, "payload");
+        let error = parse_request(&serde_json::json!({
+            "designId": "d1", "prompt": "", "baseTextureUrl": "https://a.example/b.png", "tenantId": "t1"
+        }))
+        .unwrap_err();
+        assert_eq!(error.field, "prompt");
+    }
 }

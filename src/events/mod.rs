@@ -73,19 +73,12 @@ pub struct EventSubject {
 
 impl RenderEvent {
     pub fn completed(subject: EventSubject, output: &crate::pipeline::RenderOutput) -> Self {
-        let url = |key: &str| {
-            output
-                .metadata
-                .get(key)
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned)
-        };
         Self {
             composite_texture_url: Some(output.composite_texture_url.clone()),
             preview_url: Some(output.preview_url.clone()),
             high_res_url: Some(output.high_res_url.clone()),
-            normal_map_url: url("normalMapUrl"),
-            roughness_map_url: url("roughnessMapUrl"),
+            normal_map_url: output.metadata.normal_map_url.clone(),
+            roughness_map_url: output.metadata.roughness_map_url.clone(),
             error: None,
             cost_tokens: output.cost_tokens,
             cost_cents: output.cost_cents,

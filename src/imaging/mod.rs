@@ -77,7 +77,7 @@ pub struct EncodedImage {
 }
 
 /// Milliseconds spent in each post-processing stage (stages overlap on multiple cores).
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PostprocessTimings {
     pub resize_ms: u64,

@@ -6,6 +6,7 @@
 //! is found) is decided when the pipeline is built.
 
 pub mod error;
+pub mod metadata;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,15 +16,18 @@ use image::{GrayImage, RgbaImage};
 use serde::Serialize;
 
 pub use error::{Disposition, RenderError};
+pub use metadata::RenderMetadata;
+
+use metadata::{EncodedBytes, PromptReport, Sizes, Timings};
 
 use crate::assets::{AssetLoader, AssetRole};
 use crate::config::ImagingConfig;
 use crate::imaging::{self, AssetSpec, RenderedAssets, codec};
 use crate::job::{AssetRef, RenderRequest};
-use crate::providers::{EditRequest, ImageEditor, ProviderError};
+use crate::providers::{EditRequest, ImageEditor};
 use crate::safety::{self, SafetyPolicy};
 use crate::storage::{AssetKind, BlobStore, StorageKey};
-use crate::store::{CompletedRender, DesignStore, FailedRender};
+use crate::store::{CompletedRender, DesignStore, FailedRender, StoreError};
 
 /// The steps of one render, in order, for progress reporting and timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,23 +98,7 @@ pub struct RenderOutput {
     pub high_res_url: String,
     pub cost_tokens: i32,
     pub cost_cents: i32,
-    pub metadata: serde_json::Value,
-}
-
-/// Per-step wall time in milliseconds.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Timings {
-    started_at: String,
-    finished_at: String,
-    mark_processing_ms: f64,
-    sanitize_prompt_ms: f64,
-    download_ms: f64,
-    decode_ms: f64,
-    inpaint_ms: f64,
-    postprocess_ms: f64,
-    upload_ms: f64,
-    total_ms: f64,
+    pub metadata: RenderMetadata,
 }
 
 impl Pipeline {
@@ -192,19 +180,19 @@ impl Pipeline {
         .await??;
         timings.postprocess_ms = elapsed_ms(step);
 
-        let sizes = serde_json::json!({
-            "base": [base_size.0, base_size.1],
-            "composite": [assets.composite.width, assets.composite.height],
-            "highRes": [assets.high_res.width, assets.high_res.height],
-            "preview": [assets.preview.width, assets.preview.height],
-            "bytes": {
-                "composite": assets.composite.png.len(),
-                "highRes": assets.high_res.png.len(),
-                "preview": assets.preview.png.len(),
-                "normalMap": assets.normal_map.as_ref().map(|a| a.png.len()),
-                "roughnessMap": assets.roughness_map.as_ref().map(|a| a.png.len()),
+        let sizes = Sizes {
+            base: [base_size.0, base_size.1],
+            composite: [assets.composite.width, assets.composite.height],
+            high_res: [assets.high_res.width, assets.high_res.height],
+            preview: [assets.preview.width, assets.preview.height],
+            bytes: EncodedBytes {
+                composite: assets.composite.png.len(),
+                high_res: assets.high_res.png.len(),
+                preview: assets.preview.png.len(),
+                normal_map: assets.normal_map.as_ref().map(|a| a.png.len()),
+                roughness_map: assets.roughness_map.as_ref().map(|a| a.png.len()),
             },
-        });
+        };
         let postprocess_timings = assets.timings;
 
         progress.started(Step::Upload);
@@ -226,42 +214,35 @@ impl Pipeline {
         timings.started_at = timestamp(started_at);
         timings.finished_at = timestamp(finished_at);
         timings.total_ms = elapsed_ms(started);
-        let metadata = serde_json::json!({
-            "provider": edit.provider,
-            "providerAttempts": edit.attempts,
-            "cost": ledger.map(|ledger| ledger.json),
-            "estimate": edit.accounting.estimate,
-            "dryRun": edit.accounting.dry_run.then_some(true),
-            "promptUsed": self.editor.uses_prompt(),
-            "providerDetails": edit.details,
-            "usage": edit.usage,
-            "normalMapUrl": urls.normal_map,
-            "roughnessMapUrl": urls.roughness_map,
-            "prompt": {
-                "truncated": sanitized.truncated,
-                "redactions": sanitized.redactions.len(),
-                "injectionFlags": sanitized.injection_flags,
-            },
-            "sizes": sizes,
-            "maskCoverage": mask_coverage,
-            "postprocess": postprocess_timings,
-            "timings": timings,
-        });
-        let metadata = strip_nulls(metadata);
+        let mut metadata = RenderMetadata {
+            provider: edit.provider,
+            provider_attempts: edit.attempts,
+            cost: ledger.map(|ledger| ledger.json),
+            estimate: edit.accounting.estimate,
+            dry_run: edit.accounting.dry_run,
+            prompt_used: self.editor.uses_prompt(),
+            provider_details: edit.details,
+            usage: edit.usage,
+            normal_map_url: urls.normal_map.map(String::from),
+            roughness_map_url: urls.roughness_map.map(String::from),
+            prompt: PromptReport::new(sanitized.truncated, &sanitized.redactions, sanitized.injection_flags),
+            sizes,
+            mask_coverage,
+            postprocess: postprocess_timings,
+            timings,
+        };
+        let stored = serde_json::to_value(&metadata)
+            .map_err(|error| RenderError::Internal(format!("metadata not serialisable: {error}")))?;
         let completed = CompletedRender {
             composite_texture_url: urls.composite.to_string(),
             preview_url: urls.preview.to_string(),
             high_res_url: urls.high_res.to_string(),
             cost_tokens,
             cost_cents,
-            metadata: metadata.clone(),
+            metadata: stored,
         };
         self.designs.mark_completed(design, tenant, &completed).await?;
-        let mut metadata = metadata;
-        if let Some(timings) = metadata.get_mut("timings").and_then(serde_json::Value::as_object_mut) {
-            // Known only after the row is written, so it is reported but not stored.
-            timings.insert("recordMs".into(), elapsed_ms(step).into());
-        }
+        metadata.timings.record_ms = Some(elapsed_ms(step));
         Ok(RenderOutput {
             design_id: design.to_string(),
             tenant_id: tenant.to_string(),
@@ -275,26 +256,11 @@ impl Pipeline {
         })
     }
 
-    /// Marks the design FAILED with the error's code and message. Call it once, when no attempt
-    /// is left or the error is permanent.
-    pub async fn record_failure(
-        &self,
-        request: &RenderRequest,
-        error: &RenderError,
-    ) -> Result<(), crate::store::StoreError> {
-        let provider_attempts = match error {
-            RenderError::Provider(ProviderError::Exhausted { attempts, .. }) => serde_json::to_value(attempts).ok(),
-            _ => None,
-        };
-        let failure = FailedRender {
-            code: error.code(),
-            message: error.to_string(),
-            cost_tokens: 0,
-            cost_cents: 0,
-            provider_attempts,
-        };
+    /// Marks the design FAILED with the failure's code and message. Call it once, when no
+    /// attempt is left or the error is permanent (see `failure::settle`).
+    pub async fn record_failure(&self, request: &RenderRequest, failure: &FailedRender) -> Result<(), StoreError> {
         self.designs
-            .mark_failed(&request.design_id, &request.tenant_id, &failure)
+            .mark_failed(&request.design_id, &request.tenant_id, failure)
             .await
     }
 
@@ -419,16 +385,4 @@ fn elapsed_ms(since: Instant) -> f64 {
 
 fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-/// Drops `null` members of objects so optional outputs are absent rather than null.
-fn strip_nulls(value: serde_json::Value) -> serde_json::Value {
-    match value {
-        serde_json::Value::Object(map) => map
-            .into_iter()
-            .filter(|(_, v)| !v.is_null())
-            .map(|(k, v)| (k, strip_nulls(v)))
-            .collect(),
-        other => other,
-    }
 }

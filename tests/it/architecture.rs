@@ -27,23 +27,111 @@ fn assert_free_of(files: &[PathBuf], banned: &[&str]) {
     }
 }
 
+/// The text of a source file without its unit-test module (tests may use any adapter).
+fn production_text(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).expect("readable source");
+    match text.find("#[cfg(test)]\nmod tests") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
 #[test]
 fn core_modules_stay_free_of_infrastructure() {
-    let core = rust_files(&["src/pipeline", "src/imaging", "src/job.rs", "src/safety.rs"]);
+    let core = rust_files(&[
+        "src/pipeline",
+        "src/imaging",
+        "src/job.rs",
+        "src/safety.rs",
+        "src/budget.rs",
+    ]);
     assert_free_of(
         &core,
         &[
             "redis::",
             "sqlx::",
             "reqwest::",
+            "bullmq",
             "crate::app",
             "crate::cli",
+            "crate::queue",
+            "crate::worker",
             "std::env::var",
             "store::sqlite",
             "store::postgres",
             "storage::local",
         ],
     );
+}
+
+#[test]
+fn pure_modules_do_no_io() {
+    let pure = rust_files(&[
+        "src/imaging",
+        "src/job.rs",
+        "src/safety.rs",
+        "src/budget.rs",
+        "src/failure.rs",
+    ]);
+    assert_free_of(&pure, &["tokio::", "std::fs", "std::net", "async fn"]);
+}
+
+#[test]
+fn only_the_queue_adapter_names_bullmq() {
+    let outside: Vec<PathBuf> = rust_files(&["src"])
+        .into_iter()
+        .filter(|f| !f.starts_with(super::helpers::project_file("src/queue")))
+        .filter(|f| !f.ends_with("src/lib.rs"))
+        .collect();
+    for file in outside {
+        let text = production_text(&file);
+        assert!(
+            !text.contains("bullmq::") && !text.contains("use bullmq"),
+            "{} names the bullmq crate; only src/queue/ may",
+            file.display()
+        );
+    }
+    // The worker's policy is expressed in plain deliveries and outcomes.
+    let worker = production_text(&super::helpers::project_file("src/worker.rs"));
+    assert!(!worker.contains("bullmq") && !worker.contains("crate::queue"));
+}
+
+/// Adapter types and the file that defines each. Outside its own file and its module's
+/// `mod.rs` (which may re-export it), only the composition root names an adapter.
+const ADAPTERS: &[(&str, &str)] = &[
+    ("PgDesignStore", "src/store/postgres.rs"),
+    ("SqliteDesignStore", "src/store/sqlite.rs"),
+    ("LocalStore", "src/storage/local.rs"),
+    ("RedisTenantLimiter", "src/tenancy.rs"),
+    ("OpenAiEditor", "src/providers/openai.rs"),
+    ("LocalDiffusionEditor", "src/providers/local_diffusion.rs"),
+    ("BuiltinFill", "src/providers/builtin.rs"),
+    ("DryRunEditor", "src/providers/dry_run.rs"),
+    ("RedisPublisher", "src/events/redis_pubsub.rs"),
+    ("WebhookSink", "src/events/webhook.rs"),
+];
+
+#[test]
+fn only_the_composition_root_names_adapters() {
+    let root = super::helpers::project_file("src/app.rs");
+    for file in rust_files(&["src"]) {
+        let text = production_text(&file);
+        for (adapter, home) in ADAPTERS {
+            let home = super::helpers::project_file(home);
+            let module_root = home.with_file_name("mod.rs");
+            if file == root || file == home || file == module_root || file.starts_with(home.with_extension("")) {
+                continue;
+            }
+            let named = text
+                .match_indices(adapter)
+                .any(|(at, _)| !text[at + adapter.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'));
+            assert!(
+                !named,
+                "{} names the adapter {adapter}; only src/app.rs may",
+                file.display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -79,3 +79,8 @@ pub async fn create_schema(label: &str) -> (sqlx::PgPool, String) {
         .expect("create schema");
     (admin, name)
 }
+
+/// A value as JSON, to assert on wire shapes (`json(&output.metadata)["sizes"]`).
+pub fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("serialisable")
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use design_render::app::{self, Mode};
 use design_render::config::{Config, ProviderKind, Secret};
+use design_render::failure::JobError;
 use design_render::job::{DesignId, RenderRequest, TenantId};
 use design_render::pipeline::{Disposition, Pipeline, RenderError, Silent};
 use design_render::providers::ProviderError;
@@ -222,10 +223,13 @@ async fn openai_success_records_usage_cost_and_sends_the_reference_request_shape
         .unwrap();
     assert_eq!(output.cost_tokens, 4270);
     assert_eq!(output.cost_cents, EXPECTED_CENTS);
-    assert_eq!(output.metadata["provider"], "openai");
-    assert_eq!(output.metadata["providerAttempts"][0]["outcome"], "ok");
-    assert_eq!(output.metadata["cost"]["calls"]["openai:req_0"]["tokens"], 4270);
-    assert_eq!(output.metadata["cost"]["totalMicroCents"], 16_727_500);
+    assert_eq!(helpers::json(&output.metadata)["provider"], "openai");
+    assert_eq!(helpers::json(&output.metadata)["providerAttempts"][0]["outcome"], "ok");
+    assert_eq!(
+        helpers::json(&output.metadata)["cost"]["calls"]["openai:req_0"]["tokens"],
+        4270
+    );
+    assert_eq!(helpers::json(&output.metadata)["cost"]["totalMicroCents"], 16_727_500);
     let row = pipeline
         .designs
         .get(&DesignId::parse("d-ok").unwrap())
@@ -304,9 +308,13 @@ async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes
             .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
             .await
             .unwrap();
-        assert_eq!(output.metadata["provider"], "local-diffusion", "attempt {attempt}");
         assert_eq!(
-            output.metadata["providerAttempts"][0]["outcome"],
+            helpers::json(&output.metadata)["provider"],
+            "local-diffusion",
+            "attempt {attempt}"
+        );
+        assert_eq!(
+            helpers::json(&output.metadata)["providerAttempts"][0]["outcome"],
             "provider_unavailable"
         );
     }
@@ -316,9 +324,9 @@ async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes
         .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
         .await
         .unwrap();
-    assert_eq!(output.metadata["provider"], "local-diffusion");
+    assert_eq!(helpers::json(&output.metadata)["provider"], "local-diffusion");
     assert_eq!(
-        output.metadata["providerAttempts"][0]["outcome"],
+        helpers::json(&output.metadata)["providerAttempts"][0]["outcome"],
         "provider_circuit_open"
     );
     assert_eq!(received(&openai).await, 5);
@@ -328,13 +336,13 @@ async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes
         .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
         .await
         .unwrap();
-    assert_eq!(output.metadata["provider"], "openai");
+    assert_eq!(helpers::json(&output.metadata)["provider"], "openai");
     assert_eq!(received(&openai).await, 6);
     let output = pipeline
         .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
         .await
         .unwrap();
-    assert_eq!(output.metadata["provider"], "openai");
+    assert_eq!(helpers::json(&output.metadata)["provider"], "openai");
     assert_eq!(received(&openai).await, 7);
     assert_eq!(received(&local).await, 6);
 }
@@ -367,7 +375,10 @@ async fn a_failed_render_records_what_every_provider_did() {
     assert_eq!(error.code(), "providers_exhausted");
     assert_eq!(error.disposition(), Disposition::Retry);
     // As on a final attempt: the row is FAILED and says which provider did what.
-    pipeline.record_failure(&job, &error).await.unwrap();
+    pipeline
+        .record_failure(&job, &JobError::from(error).failed_render())
+        .await
+        .unwrap();
     let row = pipeline
         .designs
         .get(&DesignId::parse("d-exhausted").unwrap())
@@ -467,13 +478,21 @@ async fn dry_run_makes_no_request_and_records_an_estimate_at_zero_cents() {
         .run(&request(dir.path(), "d-dry", "tiles"), &Silent)
         .await
         .unwrap();
-    assert_eq!(output.metadata["dryRun"], true);
+    assert_eq!(helpers::json(&output.metadata)["dryRun"], true);
     assert_eq!(output.cost_cents, 0);
-    assert_eq!(output.metadata["provider"], "builtin");
-    assert_eq!(output.metadata["estimate"]["model"], "gpt-image-1");
+    assert_eq!(helpers::json(&output.metadata)["provider"], "builtin");
+    assert_eq!(helpers::json(&output.metadata)["estimate"]["model"], "gpt-image-1");
     // A 64x48 base is landscape: 1536x1024 at high quality is 6208 output tokens.
-    assert_eq!(output.metadata["estimate"]["tokens"]["image_output"], 6208);
-    assert!(output.metadata["estimate"]["costMicroCents"].as_u64().unwrap() > 0);
+    assert_eq!(
+        helpers::json(&output.metadata)["estimate"]["tokens"]["image_output"],
+        6208
+    );
+    assert!(
+        helpers::json(&output.metadata)["estimate"]["costMicroCents"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[tokio::test]
@@ -608,7 +627,7 @@ async fn local_diffusion_success_sends_an_inpainting_body_and_costs_nothing() {
         .run(&request(dir.path(), "d-local", "mossy stone"), &Silent)
         .await
         .unwrap();
-    assert_eq!(output.metadata["provider"], "local-diffusion");
+    assert_eq!(helpers::json(&output.metadata)["provider"], "local-diffusion");
     assert_eq!((output.cost_tokens, output.cost_cents), (0, 0));
 }
 
@@ -743,7 +762,10 @@ async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
     let row = pipeline.designs.get(&design).await.unwrap().unwrap();
     assert_eq!((row.cost_tokens, row.cost_cents), (4270, EXPECTED_CENTS));
     // Recording a failure (as a last attempt would) does not wipe it.
-    pipeline.record_failure(&job, &error).await.unwrap();
+    pipeline
+        .record_failure(&job, &JobError::from(error).failed_render())
+        .await
+        .unwrap();
     let row = pipeline.designs.get(&design).await.unwrap().unwrap();
     assert_eq!(row.cost_tokens, 4270);
 

@@ -1,0 +1,82 @@
+//! Redis connection options for the queue, the tenant leases and event publishing, from our
+//! configuration: a single server (`REDIS_URL` or host/port/password) or a Redis Cluster.
+
+use bullmq::options::RedisConnectionOptions;
+use bullmq::redis_connection::{AnyConnection, RedisConnection};
+
+use crate::config::RedisConfig;
+
+/// Connection options: `REDIS_CLUSTER_NODES` selects a Redis Cluster; otherwise `REDIS_URL`
+/// (may be `rediss://`) wins over host/port/password.
+pub fn connection_options(redis: &RedisConfig, max_connections: usize) -> RedisConnectionOptions {
+    let options = match (&redis.url, redis.cluster_nodes.is_empty()) {
+        // A `REDIS_URL` carries its own credentials.
+        (Some(url), true) => RedisConnectionOptions::new().url(url.expose()),
+        (None, true) => with_password(
+            RedisConnectionOptions::new().host(redis.host.clone()).port(redis.port),
+            redis,
+        ),
+        (_, false) => with_password(
+            RedisConnectionOptions::new()
+                .cluster_nodes(redis.cluster_nodes.iter().cloned())
+                .tls(redis.cluster_nodes.iter().any(|node| node.starts_with("rediss://"))),
+            redis,
+        ),
+    };
+    options.max_connections(max_connections.max(1))
+}
+
+fn with_password(options: RedisConnectionOptions, redis: &RedisConfig) -> RedisConnectionOptions {
+    match &redis.password {
+        Some(password) => options.password(password.expose()),
+        None => options,
+    }
+}
+
+/// A connection to the same Redis (or Redis Cluster) as the queue, for tenant leases and event
+/// publishing. It reconnects on its own; on a cluster, commands go to the node owning their key.
+pub async fn redis_connection(redis: &RedisConfig) -> Result<AnyConnection, bullmq::Error> {
+    Ok(RedisConnection::new_managed_only(&connection_options(redis, 1))
+        .await?
+        .connection())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_url_wins_over_host_and_port() {
+        let redis = RedisConfig {
+            url: Some(crate::config::Secret::new("rediss://:pw@cache.example:6380/2")),
+            ..RedisConfig::default()
+        };
+        assert_eq!(
+            connection_options(&redis, 1).effective_url(),
+            "rediss://:pw@cache.example:6380/2"
+        );
+        let redis = RedisConfig {
+            host: "10.0.0.5".into(),
+            port: 6390,
+            ..RedisConfig::default()
+        };
+        assert!(connection_options(&redis, 1).effective_url().contains("10.0.0.5:6390"));
+    }
+
+    #[test]
+    fn cluster_nodes_win_and_take_the_password() {
+        let redis = RedisConfig {
+            url: Some(crate::config::Secret::new("redis://127.0.0.1:6379")),
+            password: Some(crate::config::Secret::new("pw")),
+            cluster_nodes: vec!["redis://10.0.0.1:7000".into(), "redis://10.0.0.2:7000".into()],
+            ..RedisConfig::default()
+        };
+        let options = connection_options(&redis, 1);
+        assert!(options.is_cluster());
+        assert_eq!(
+            options.cluster_nodes,
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+        );
+        assert_eq!(options.password.as_deref(), Some("pw"));
+    }
+}

@@ -1,0 +1,47 @@
+//! The producer behind `design-render enqueue`: adds one job exactly as Node's
+//! `Queue.add('render', payload, opts)` would.
+
+use bullmq::types::BackoffStrategy;
+use bullmq::{JobOptions, Queue, QueueOptions};
+
+use super::QueueError;
+use super::connection::connection_options;
+use crate::config::{QueueConfig, RedisConfig};
+use crate::job::{JobPayload, RenderRequest};
+
+/// The job name our producer uses (the spec's `Queue.add('render', …)`); workers accept any name.
+pub const JOB_NAME: &str = "render";
+
+/// What `design-render enqueue` submits.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub payload: JobPayload,
+    pub attempts: u32,
+    /// Exponential backoff base in milliseconds (0 = retry at once).
+    pub backoff_ms: u64,
+    pub job_id: Option<String>,
+}
+
+/// Adds one job, exactly as Node's `Queue.add('render', payload, {attempts, backoff, jobId})`
+/// would, and returns its id. The payload is validated first so nothing invalid is queued.
+pub async fn enqueue(queue: &QueueConfig, redis: &RedisConfig, submission: Submission) -> Result<String, QueueError> {
+    RenderRequest::parse(submission.payload.clone())?;
+    let producer = Queue::with_options(
+        &queue.name,
+        QueueOptions::new()
+            .connection(connection_options(redis, 1))
+            .prefix(queue.prefix.clone()),
+    )
+    .await?;
+    let mut options = JobOptions::new().attempts(submission.attempts.max(1));
+    if submission.backoff_ms > 0 {
+        options = options.backoff(BackoffStrategy::Exponential(submission.backoff_ms));
+    }
+    let mut add = producer.add(JOB_NAME, &submission.payload).options(options);
+    if let Some(id) = submission.job_id {
+        add = add.job_id(id);
+    }
+    let result = add.await;
+    producer.close().await;
+    Ok(result?.id().to_owned())
+}

@@ -159,10 +159,26 @@ impl EventSink for Fanout {
     }
 }
 
-/// Keeps events in memory (tests).
+/// Keeps events in memory, in publishing order: the in-memory twin of the real sinks, for tests
+/// and embedding.
 #[derive(Default)]
 pub struct MemorySink {
     pub events: std::sync::Mutex<Vec<RenderEvent>>,
+}
+
+impl MemorySink {
+    /// Removes and returns every event published so far.
+    pub fn take(&self) -> Vec<RenderEvent> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// How many events were published and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
 }
 
 #[async_trait::async_trait]
@@ -172,9 +188,10 @@ impl EventSink for MemorySink {
     }
 
     async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
-        if let Ok(mut events) = self.events.lock() {
-            events.push(event.clone());
-        }
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(event.clone());
         Ok(())
     }
 }

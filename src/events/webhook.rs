@@ -145,6 +145,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_webhook_request_has_a_stable_wire_format() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        let sink = WebhookSink::new(url::Url::parse(&server.uri()).unwrap(), Secret::new("k")).unwrap();
+        sink.publish(&event()).await.unwrap();
+        let requests = server.received_requests().await.unwrap();
+        let request = &requests[0];
+        // Headers that vary per request (timestamp, signature) or per client are shown by name.
+        let mut headers: Vec<String> = request
+            .headers
+            .iter()
+            .map(|(name, value)| match name.as_str() {
+                TIMESTAMP_HEADER | SIGNATURE_HEADER | "host" | "content-length" => format!("{name}: <varies>"),
+                _ => format!("{name}: {}", value.to_str().unwrap_or("<binary>")),
+            })
+            .collect();
+        headers.sort();
+        let mut body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        body["timestamp"] = "<timestamp>".into();
+        insta::assert_snapshot!(format!(
+            "{} {}\n{}\n\n{}",
+            request.method,
+            request.url.path(),
+            headers.join("\n"),
+            serde_json::to_string_pretty(&body).unwrap()
+        ));
+    }
+
+    #[tokio::test]
     async fn a_refusing_receiver_is_an_error() {
         let server = MockServer::start().await;
         Mock::given(method("POST"))

@@ -59,7 +59,7 @@ fn only_config_reads_the_environment() {
         .collect();
     assert_eq!(
         readers,
-        vec![&super::helpers::project_file("src/config.rs")],
+        vec![&super::helpers::project_file("src/config/mod.rs")],
         "env readers: {readers:?}"
     );
 }

@@ -2,7 +2,8 @@
 //! 1024 → 2048 with Lanczos3, feathered mask, blend), preview (2048 → 512), normal and
 //! roughness maps, PNG encoding, and the whole `render_assets` call as the pipeline runs it.
 //!
-//! Run: `cargo bench --bench postprocess`. Figures are recorded in BENCHMARKS.md.
+//! Run: `cargo bench --features eval --bench postprocess` (the inputs come from the procedural
+//! textures of the `eval` feature). Figures are recorded in BENCHMARKS.md.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use design_render::imaging::inpaint::textures::{MaskKind, TextureKind, mask, texture};

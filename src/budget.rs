@@ -2,7 +2,8 @@
 //!
 //! This module owns the arithmetic: how many tokens an OpenAI image edit is expected to use
 //! before the call ([`estimate`], [`check_limit`]), what a finished call cost from its reported
-//! usage ([`cost`], [`PriceTable`]), and the per-job sum of paid calls ([`JobCost`]).
+//! usage ([`cost`], [`PriceTable`]). The per-job ledger of paid calls is kept by the store
+//! (`store::merge_paid_call`), not here.
 //! It must not do IO, read the environment, log, or call a provider. Callers pass in model
 //! names, usage numbers and override text; where the overrides come from is the config's job.
 //!
@@ -126,24 +127,6 @@ pub struct CostBreakdown {
     pub image_output: MicroCents,
     /// Per-image charges (dall-e-2 style models).
     pub images: MicroCents,
-}
-
-/// The paid calls of one job, keyed by call id so that recording a call twice (a retried
-/// bookkeeping step, a replayed event) counts it once.
-///
-/// Serialises as `{"total_micro_cents": …, "total_cents": …, "calls": {"<id>": {…}}}`. The
-/// totals are derived: on deserialisation they are recomputed from `calls`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "JobCostRecord", from = "JobCostRecord")]
-pub struct JobCost {
-    calls: BTreeMap<String, PaidCall>,
-}
-
-/// One paid call inside a [`JobCost`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PaidCall {
-    pub model: String,
-    pub cost: Cost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -535,51 +518,6 @@ impl PriceTable {
     }
 }
 
-impl JobCost {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Records a paid call. Returns `false`, and changes nothing, if `call_id` was already
-    /// recorded.
-    pub fn record(&mut self, call_id: &str, model: &str, cost: Cost) -> bool {
-        if self.calls.contains_key(call_id) {
-            return false;
-        }
-        self.calls.insert(
-            call_id.to_owned(),
-            PaidCall {
-                model: model.to_owned(),
-                cost,
-            },
-        );
-        true
-    }
-
-    pub fn total(&self) -> MicroCents {
-        self.calls
-            .values()
-            .fold(MicroCents(0), |sum, call| sum.saturating_add(call.cost.total))
-    }
-
-    pub fn cents_rounded_up(&self) -> u64 {
-        self.total().cents_rounded_up()
-    }
-
-    pub fn calls(&self) -> &BTreeMap<String, PaidCall> {
-        &self.calls
-    }
-
-    /// The JSON stored in the design's metadata.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "total_micro_cents": self.total().0,
-            "total_cents": self.cents_rounded_up(),
-            "calls": self.calls,
-        })
-    }
-}
-
 const DALL_E_2: &str = "dall-e-2";
 
 /// Decimal places that make a "USD per 1M tokens" amount an integer number of micro-cents per
@@ -613,15 +551,6 @@ struct ModelOverride {
 enum UsdAmount {
     Number(f64),
     Text(String),
-}
-
-#[derive(Serialize, Deserialize)]
-struct JobCostRecord {
-    #[serde(default)]
-    total_micro_cents: u64,
-    #[serde(default)]
-    total_cents: u64,
-    calls: BTreeMap<String, PaidCall>,
 }
 
 impl UsdAmount {
@@ -690,22 +619,6 @@ impl fmt::Display for PriceKind {
             PriceKind::ImageOutput => formatter.write_str("image output"),
             PriceKind::Image { width, height } => write!(formatter, "{width}x{height} image"),
         }
-    }
-}
-
-impl From<JobCost> for JobCostRecord {
-    fn from(job_cost: JobCost) -> Self {
-        JobCostRecord {
-            total_micro_cents: job_cost.total().0,
-            total_cents: job_cost.cents_rounded_up(),
-            calls: job_cost.calls,
-        }
-    }
-}
-
-impl From<JobCostRecord> for JobCost {
-    fn from(record: JobCostRecord) -> Self {
-        JobCost { calls: record.calls }
     }
 }
 
@@ -1006,52 +919,5 @@ mod tests {
         .expect("reference shape");
         assert_eq!(usage.input_tokens_details.image_tokens, 65);
         assert_eq!(usage.total_tokens, 4270);
-    }
-
-    #[test]
-    fn job_cost_counts_each_call_id_once() {
-        let table = PriceTable::default();
-        let first = cost(&token_usage(45, 65, 4160), "gpt-image-1", &table).expect("priced");
-        let second = cost(
-            &Usage::Images {
-                count: 1,
-                size: (1024, 1024),
-            },
-            "dall-e-2",
-            &table,
-        )
-        .expect("priced");
-        let mut job = JobCost::new();
-        assert!(job.record("req-1", "gpt-image-1", first));
-        assert!(!job.record("req-1", "gpt-image-1", first));
-        assert!(!job.record("req-1", "dall-e-2", second), "same id, other cost");
-        assert_eq!(job.total(), first.total);
-        assert!(job.record("req-2", "dall-e-2", second));
-        assert_eq!(job.total(), MicroCents(16_727_500 + 2_000_000));
-        assert_eq!(job.cents_rounded_up(), 19);
-        assert_eq!(job.calls().len(), 2);
-    }
-
-    #[test]
-    fn job_cost_json_has_totals_and_round_trips() {
-        let mut job = JobCost::new();
-        let one = Cost::from_breakdown(CostBreakdown {
-            images: MicroCents(1_600_000),
-            ..CostBreakdown::default()
-        });
-        job.record("a", "dall-e-2", one);
-        let value = job.to_json();
-        assert_eq!(value["total_micro_cents"], 1_600_000);
-        assert_eq!(value["total_cents"], 2);
-        assert_eq!(value["calls"]["a"]["model"], "dall-e-2");
-        assert_eq!(value["calls"]["a"]["cost"]["breakdown"]["images"], 1_600_000);
-
-        let text = serde_json::to_string(&job).expect("serialises");
-        assert_eq!(serde_json::from_str::<serde_json::Value>(&text).expect("json"), value);
-        let mut tampered = value.clone();
-        tampered["total_micro_cents"] = serde_json::json!(1);
-        let back: JobCost = serde_json::from_value(tampered).expect("deserialises");
-        assert_eq!(back, job);
-        assert_eq!(back.total(), MicroCents(1_600_000), "totals are recomputed");
     }
 }

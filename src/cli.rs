@@ -34,9 +34,12 @@ pub enum Command {
     /// Add one render job to the BullMQ queue and print its id.
     Enqueue(EnqueueArgs),
     /// Measure the built-in fill against the classical Telea baseline on procedural textures.
+    /// Only in builds with the `eval` cargo feature.
+    #[cfg(feature = "eval")]
     EvalFill(EvalFillArgs),
 }
 
+#[cfg(feature = "eval")]
 #[derive(Debug, Args)]
 pub struct EvalFillArgs {
     /// Side of the square test textures.
@@ -125,10 +128,12 @@ pub async fn run(cli: Cli, config: Config) -> Outcome {
         Command::Render(args) => render(args, config).await,
         Command::Worker => worker(config).await,
         Command::Enqueue(args) => enqueue(args, config).await,
+        #[cfg(feature = "eval")]
         Command::EvalFill(args) => eval_fill(&args),
     }
 }
 
+#[cfg(feature = "eval")]
 fn eval_fill(args: &EvalFillArgs) -> Outcome {
     let report = crate::imaging::inpaint::eval::run_eval(args.size, args.seed);
     let comparisons = report.comparisons();

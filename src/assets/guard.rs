@@ -1,8 +1,11 @@
-//! Address classification for the SSRF guard.
+//! Address classification for the SSRF guard, and the operator's exceptions to it.
 //!
-//! Decides, for one IP address, whether the downloader may connect to it. It is pure and has no
-//! idea where addresses come from: the resolver and the URL check in `assets/mod.rs` call it
-//! for every address a host name resolves to and for every IP literal, on every redirect hop.
+//! Decides, for one IP address, whether the downloader may connect to it ([`classify`]), and
+//! whether a host name or address the guard would refuse is explicitly allowed anyway
+//! ([`PrivateHostPolicy`]). It is pure and has no idea where addresses come from: the resolver
+//! and the URL check in `assets/mod.rs` call it for every address a host name resolves to and
+//! for every IP literal, on every redirect hop. Parsing `ALLOW_PRIVATE_ASSET_HOSTS` into a
+//! policy is the config's job, not this file's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -34,6 +37,24 @@ impl BlockedRange {
             Self::Reserved => "a reserved address",
         }
     }
+}
+
+/// Which hosts the asset downloader may reach even though they resolve to private, loopback or
+/// link-local addresses. The default refuses them all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PrivateHostPolicy {
+    #[default]
+    Deny,
+    /// `ALLOW_PRIVATE_ASSET_HOSTS=true`: anything goes (development only).
+    AllowAll,
+    /// A comma-separated list of host names, IP addresses or CIDR blocks.
+    Allow(Vec<AllowedHost>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHost {
+    Name(String),
+    Network { addr: IpAddr, prefix: u8 },
 }
 
 /// Returns the reason an address must not be contacted, or `None` for a public address.
@@ -111,6 +132,53 @@ fn embedded_v4(addr: Ipv6Addr) -> Option<Ipv4Addr> {
         [0x0064, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail()),
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
         _ => None,
+    }
+}
+
+impl PrivateHostPolicy {
+    /// Whether a host name (as written in the URL) is explicitly allowed.
+    pub fn allows_name(&self, host: &str) -> bool {
+        match self {
+            Self::Deny => false,
+            Self::AllowAll => true,
+            Self::Allow(hosts) => hosts
+                .iter()
+                .any(|h| matches!(h, AllowedHost::Name(name) if name.eq_ignore_ascii_case(host))),
+        }
+    }
+
+    /// Whether an address is explicitly allowed.
+    pub fn allows_addr(&self, addr: IpAddr) -> bool {
+        match self {
+            Self::Deny => false,
+            Self::AllowAll => true,
+            Self::Allow(hosts) => hosts.iter().any(|h| match h {
+                AllowedHost::Network { addr: network, prefix } => ip_in_network(addr, *network, *prefix),
+                AllowedHost::Name(_) => false,
+            }),
+        }
+    }
+}
+
+fn ip_in_network(addr: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    match (addr, network) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
     }
 }
 
@@ -193,5 +261,35 @@ mod tests {
             classify(host_of("http://2852039166/")),
             Some(BlockedRange::CloudMetadata)
         );
+    }
+
+    #[test]
+    fn private_host_policy_matches_names_and_networks() {
+        let network = |text: &str, prefix| AllowedHost::Network {
+            addr: text.parse().expect("valid address"),
+            prefix,
+        };
+        let policy = PrivateHostPolicy::Allow(vec![
+            AllowedHost::Name("assets.internal".into()),
+            network("10.0.0.0", 8),
+            network("fd00::", 16),
+            network("192.168.1.7", 32),
+        ]);
+        assert!(policy.allows_name("Assets.Internal"));
+        assert!(!policy.allows_name("10.0.0.1"), "addresses are not names");
+        assert!(policy.allows_addr("10.255.0.1".parse().unwrap()));
+        assert!(!policy.allows_addr("11.0.0.1".parse().unwrap()));
+        assert!(policy.allows_addr("fd00:1::2".parse().unwrap()));
+        assert!(!policy.allows_addr("fd01::2".parse().unwrap()));
+        assert!(policy.allows_addr("192.168.1.7".parse().unwrap()));
+        assert!(!policy.allows_addr("192.168.1.8".parse().unwrap()));
+        assert!(
+            !policy.allows_addr("::ffff:10.0.0.1".parse().unwrap()),
+            "an IPv4 network does not match IPv6 spellings"
+        );
+        assert!(PrivateHostPolicy::Allow(vec![network("0.0.0.0", 0)]).allows_addr("8.8.8.8".parse().unwrap()));
+        assert!(!PrivateHostPolicy::Deny.allows_name("localhost"));
+        assert!(!PrivateHostPolicy::default().allows_addr("127.0.0.1".parse().unwrap()));
+        assert!(PrivateHostPolicy::AllowAll.allows_addr("127.0.0.1".parse().unwrap()));
     }
 }

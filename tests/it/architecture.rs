@@ -42,7 +42,7 @@ fn core_modules_stay_free_of_infrastructure() {
         "src/pipeline",
         "src/imaging",
         "src/job.rs",
-        "src/safety.rs",
+        "src/safety",
         "src/budget.rs",
     ]);
     assert_free_of(
@@ -69,7 +69,7 @@ fn pure_modules_do_no_io() {
     let pure = rust_files(&[
         "src/imaging",
         "src/job.rs",
-        "src/safety.rs",
+        "src/safety",
         "src/budget.rs",
         "src/failure.rs",
     ]);
@@ -147,7 +147,7 @@ fn only_config_reads_the_environment() {
         .collect();
     assert_eq!(
         readers,
-        vec![&super::helpers::project_file("src/config.rs")],
+        vec![&super::helpers::project_file("src/config/mod.rs")],
         "env readers: {readers:?}"
     );
 }

@@ -1,15 +1,19 @@
 //! Content-aware fill of a binary hole in an RGBA texture, done purely on the CPU.
 //!
 //! This module owns the built-in fill engines: [`telea_fill`], the classical fast-marching
-//! baseline, and [`patchmatch_fill`], multi-scale exemplar-based completion. It also owns
-//! the procedural quality evaluation in [`eval`] that compares the two.
+//! baseline, and [`patchmatch_fill`], multi-scale exemplar-based completion.
+//! In tests and with the non-default `eval` cargo feature it also has `eval`, the procedural
+//! quality evaluation that compares the two (`design-render eval-fill`), and `textures`, its
+//! ground truth. Neither is part of the production library, so nothing else may depend on them.
 //! It must not do IO: no files, no network, no environment, no logging. Callers decode
 //! and encode images and decide where the results go; these functions only turn pixels
 //! into pixels, so they can run inside `spawn_blocking` or a test without any setup.
 
+#[cfg(any(test, feature = "eval"))]
 pub mod eval;
 mod patchmatch;
 mod telea;
+#[cfg(any(test, feature = "eval"))]
 pub mod textures;
 
 pub use patchmatch::{PatchMatchParams, patchmatch_fill};

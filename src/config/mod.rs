@@ -1,0 +1,287 @@
+//! Typed, validated configuration.
+//!
+//! This is the only module that reads environment variables. Everything else receives a
+//! [`Config`] (or a piece of it). Parsing is pure: [`Config::from_lookup`] takes any lookup
+//! function, so tests build configurations without touching the process environment.
+//! Every parse error names the variable. Secrets are wrapped in [`Secret`], whose `Debug`
+//! and `Display` print a placeholder.
+//!
+//! This file owns [`Config`], [`ConfigError`] and the lookup helper every section parses with;
+//! each section's type and parsing live in its own file (`database`, `assets`, `imaging`,
+//! `providers`, `queue`) and are re-exported here, so callers name them `config::X`.
+
+mod assets;
+mod database;
+mod imaging;
+mod providers;
+mod queue;
+mod secret;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use self::assets::AssetLimits;
+pub use self::database::DatabaseConfig;
+pub use self::imaging::ImagingConfig;
+pub use self::providers::{InpaintOverrides, ProviderConfig, ProviderKind};
+pub use self::queue::{QueueConfig, RedisConfig, WebhookConfig, parse_cluster_nodes, parse_tenant_limits};
+pub use self::secret::Secret;
+pub use crate::assets::guard::{AllowedHost, PrivateHostPolicy};
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: `{var}` {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub storage_dir: PathBuf,
+    pub public_base_url: Option<url::Url>,
+    pub assets: AssetLimits,
+    pub imaging: ImagingConfig,
+    pub providers: ProviderConfig,
+    pub redis: RedisConfig,
+    pub default_tenant_concurrency: u32,
+    /// Queue worker settings, including the webhook (`WEBHOOK_ENABLED`).
+    pub queue: QueueConfig,
+    /// Run the additive PostgreSQL migrations at start-up (`RUN_MIGRATIONS`, default true).
+    pub run_migrations: bool,
+    pub log_format: LogFormat,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            var,
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the variable it breaks.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds a configuration from any variable lookup.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars { lookup: &lookup };
+        // The sections are parsed in this order, so with several bad variables the error names
+        // the same one every time.
+        let database = DatabaseConfig::from_vars(&vars)?;
+        let public_base_url = vars
+            .get("PUBLIC_BASE_URL")
+            .map(|text| {
+                let mut url = url::Url::parse(&text)
+                    .map_err(|e| ConfigError::new("PUBLIC_BASE_URL", format!("is not a URL ({e})")))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(ConfigError::new("PUBLIC_BASE_URL", "must be an http(s) URL"));
+                }
+                // Keys are appended to the base, so it must end with a slash to keep its path.
+                if !url.path().ends_with('/') {
+                    url.set_path(&format!("{}/", url.path()));
+                }
+                Ok(url)
+            })
+            .transpose()?;
+        let assets = AssetLimits::from_vars(&vars)?;
+        let imaging = ImagingConfig::from_vars(&vars)?;
+        let providers = ProviderConfig::from_vars(&vars)?;
+        let redis = RedisConfig::from_vars(&vars)?;
+        let queue = QueueConfig::from_vars(&vars)?;
+        queue.check_cluster_keys(&redis)?;
+        Ok(Self {
+            database,
+            storage_dir: vars
+                .get("STORAGE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("storage")),
+            public_base_url,
+            assets,
+            imaging,
+            providers,
+            redis,
+            default_tenant_concurrency: vars.parse_or("DEFAULT_TENANT_CONCURRENCY", 2, |v| *v > 0)?,
+            queue,
+            run_migrations: vars.bool_or("RUN_MIGRATIONS", true)?,
+            log_format: match vars.get("LOG_FORMAT").as_deref() {
+                None | Some("pretty") | Some("text") => LogFormat::Pretty,
+                Some("json") => LogFormat::Json,
+                Some(_) => return Err(ConfigError::new("LOG_FORMAT", "must be `pretty` or `json`")),
+            },
+        })
+    }
+
+    /// A configuration for tests: SQLite and storage under `dir`, default limits, no secrets.
+    pub fn for_tests(dir: &std::path::Path) -> Self {
+        Self {
+            database: DatabaseConfig::Sqlite {
+                path: dir.join("design-render.db"),
+            },
+            storage_dir: dir.join("storage"),
+            public_base_url: None,
+            assets: AssetLimits::default(),
+            imaging: ImagingConfig::default(),
+            providers: ProviderConfig::default(),
+            redis: RedisConfig::default(),
+            default_tenant_concurrency: 2,
+            queue: QueueConfig::default(),
+            run_migrations: true,
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// The variable lookup every section parses with; each helper names the variable in its errors.
+struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Vars<'_> {
+    /// A set, non-blank variable.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|value| !value.trim().is_empty())
+    }
+
+    fn parse_or<T>(&self, name: &'static str, default: T, valid: impl Fn(&T) -> bool) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + fmt::Display,
+    {
+        Ok(self.parse_opt(name, valid)?.unwrap_or(default))
+    }
+
+    /// A set variable parsed as a number that `valid` accepts; the error names the variable.
+    fn parse_opt<T>(&self, name: &'static str, valid: impl Fn(&T) -> bool) -> Result<Option<T>, ConfigError>
+    where
+        T: std::str::FromStr + fmt::Display,
+    {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
+        let value: T = text
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new(name, format!("must be a number (got `{}`)", text.trim())))?;
+        if !valid(&value) {
+            return Err(ConfigError::new(name, format!("value {value} is out of range")));
+        }
+        Ok(Some(value))
+    }
+
+    fn millis_or(&self, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        self.parse_or(name, default_ms, |v| *v > 0 && *v <= 24 * 3600 * 1000)
+            .map(Duration::from_millis)
+    }
+
+    fn bool_or(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
+            Some(_) => Err(ConfigError::new(name, "must be true or false")),
+        }
+    }
+}
+
+/// The test helper every section's tests share.
+#[cfg(test)]
+mod test_support {
+    use std::collections::BTreeMap;
+
+    use super::{Config, ConfigError};
+
+    /// A configuration built from exactly these variables.
+    pub(super) fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::config;
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_variables() {
+        let config = config(&[]).unwrap();
+        assert_eq!(
+            config.database,
+            DatabaseConfig::Sqlite {
+                path: "design-render.db".into()
+            }
+        );
+        assert_eq!(config.storage_dir, PathBuf::from("storage"));
+        assert_eq!(config.providers.max_tokens_per_job, 10_000);
+        assert_eq!(config.providers.circuit_breaker_threshold, 5);
+        assert_eq!(config.providers.circuit_breaker_timeout, Duration::from_secs(60));
+        assert_eq!(config.default_tenant_concurrency, 2);
+        assert_eq!(config.assets.private_hosts, PrivateHostPolicy::Deny);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let error = config(&[("MAX_TOKENS_PER_JOB", "lots")]).unwrap_err();
+        assert_eq!(error.var, "MAX_TOKENS_PER_JOB");
+        assert!(error.to_string().contains("MAX_TOKENS_PER_JOB"));
+        assert_eq!(config(&[("DRY_RUN_MODE", "maybe")]).unwrap_err().var, "DRY_RUN_MODE");
+        assert_eq!(
+            config(&[("DATABASE_URL", "mysql://x")]).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        assert_eq!(
+            config(&[("CIRCUIT_BREAKER_THRESHOLD", "0")]).unwrap_err().var,
+            "CIRCUIT_BREAKER_THRESHOLD"
+        );
+        assert_eq!(
+            config(&[("ALLOW_PRIVATE_ASSET_HOSTS", "10.0.0.0/99")]).unwrap_err().var,
+            "ALLOW_PRIVATE_ASSET_HOSTS"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let config = config(&[
+            ("OPENAI_API_KEY", "sk-very-secret"),
+            ("DATABASE_URL", "postgres://user:hunter2@db/app"),
+            ("REDIS_PASSWORD", "redis-secret"),
+        ])
+        .unwrap();
+        let printed = format!("{config:?}");
+        for secret in ["sk-very-secret", "hunter2", "redis-secret"] {
+            assert!(!printed.contains(secret), "{secret} leaked into {printed}");
+        }
+        assert_eq!(
+            config.providers.openai_api_key.as_ref().map(Secret::expose),
+            Some("sk-very-secret")
+        );
+    }
+
+    #[test]
+    fn public_base_url_keeps_its_path() {
+        let config = config(&[("PUBLIC_BASE_URL", "https://cdn.example.com/renders")]).unwrap();
+        assert_eq!(
+            config.public_base_url.unwrap().as_str(),
+            "https://cdn.example.com/renders/"
+        );
+    }
+}

@@ -13,7 +13,6 @@ use design_render::config::{Config, ProviderKind, Secret};
 use design_render::job::{DesignId, RenderRequest, TenantId};
 use design_render::pipeline::{Disposition, Pipeline, RenderError, Silent};
 use design_render::providers::ProviderError;
-use design_render::providers::breaker::{Clock, ManualClock, SystemClock};
 use design_render::storage::{BlobStore, StorageError, StorageKey};
 use design_render::store::{DesignStatus, DesignStore, PaidCallEntry};
 use wiremock::matchers::{method, path};
@@ -55,11 +54,9 @@ fn openai_config(dir: &Path, server: &MockServer) -> Config {
     config
 }
 
-async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Pipeline {
+async fn pipeline(config: &Config) -> Pipeline {
     helpers::init();
-    app::build_pipeline_with_clock(config, Mode::OneShot, clock)
-        .await
-        .unwrap()
+    app::build_pipeline(config, Mode::OneShot).await.unwrap()
 }
 
 fn png_b64(width: u32, height: u32) -> String {
@@ -214,7 +211,7 @@ async fn openai_success_records_usage_cost_and_sends_the_reference_request_shape
         .mount(&server)
         .await;
     let config = openai_config(dir.path(), &server);
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let prompt = "marble texture, mail me at jane.doe@example.com or call +1 555 123 4567";
     let output = pipeline
         .run(&request(dir.path(), "d-ok", prompt), &Silent)
@@ -251,7 +248,7 @@ async fn content_policy_is_permanent_and_does_not_count_against_the_breaker() {
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.circuit_breaker_threshold = 1;
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     for _ in 0..3 {
         let error = pipeline
             .run(&request(dir.path(), "d-policy", "a castle"), &Silent)
@@ -267,7 +264,8 @@ async fn content_policy_is_permanent_and_does_not_count_against_the_breaker() {
     // Three calls reached the mock with a threshold of 1: the breaker never opened.
 }
 
-#[tokio::test]
+// `tokio::time::pause` needs the current-thread runtime; spelled out because the test relies on it.
+#[tokio::test(flavor = "current_thread")]
 async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes_it() {
     let dir = tempfile::tempdir().unwrap();
     let openai = MockServer::start().await;
@@ -297,8 +295,7 @@ async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes
         .await;
     let mut config = openai_config(dir.path(), &openai);
     config.providers.local_diffusion_url = Some(url::Url::parse(&local.uri()).unwrap());
-    let clock = Arc::new(ManualClock::new());
-    let pipeline = pipeline(&config, clock.clone()).await;
+    let pipeline = pipeline(&config).await;
     for attempt in 0..5 {
         let output = pipeline
             .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
@@ -323,7 +320,12 @@ async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes
     );
     assert_eq!(received(&openai).await, 5);
     // After CIRCUIT_BREAKER_TIMEOUT the single probe goes through, succeeds and closes it.
-    clock.advance(Duration::from_millis(60_001));
+    // The breaker reads tokio's clock. Time is paused only while nothing is in flight, and
+    // resumed before the next request: auto-advance on a paused clock would fire reqwest's and
+    // the pool's timers while the mock servers answer over real sockets.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(60_001)).await;
+    tokio::time::resume();
     let output = pipeline
         .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
         .await
@@ -360,7 +362,7 @@ async fn a_failed_render_records_what_every_provider_did() {
     let mut config = openai_config(dir.path(), &openai);
     config.providers.local_diffusion_url = Some(url::Url::parse(&local.uri()).unwrap());
     config.providers.render_providers = Some(vec![ProviderKind::OpenAi, ProviderKind::LocalDiffusion]);
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let job = request(dir.path(), "d-exhausted", "weathered brick");
 
     let error = pipeline.run(&job, &Silent).await.unwrap_err();
@@ -418,7 +420,7 @@ async fn rate_limit_is_transient_and_honours_retry_after() {
         .mount(&server)
         .await;
     let config = openai_config(dir.path(), &server);
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let error = pipeline
         .run(&request(dir.path(), "d-429", "tiles"), &Silent)
         .await
@@ -442,7 +444,7 @@ async fn token_limit_fails_permanently_before_any_request() {
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.max_tokens_per_job = 1000; // hd at 1024x1024 alone is 4160 output tokens
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let error = pipeline
         .run(&request(dir.path(), "d-cap", "tiles"), &Silent)
         .await
@@ -462,7 +464,7 @@ async fn dry_run_makes_no_request_and_records_an_estimate_at_zero_cents() {
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.dry_run = true;
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let output = pipeline
         .run(&request(dir.path(), "d-dry", "tiles"), &Silent)
         .await
@@ -489,7 +491,7 @@ async fn blocked_and_obfuscated_prompts_never_reach_the_provider() {
     std::fs::write(&blocklist, "# test list\nviolence/graphic: severed head\n").unwrap();
     let mut config = openai_config(dir.path(), &server);
     config.providers.prompt_blocklist = Some(blocklist);
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     for prompt in [
         "a severed head on marble",
         "a S3V3R3D  h e a d",
@@ -528,7 +530,7 @@ async fn moderation_pre_check_blocks_before_the_edit_and_names_the_category() {
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.openai_moderation_enabled = true;
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let error = pipeline
         .run(&request(dir.path(), "d-mod", "a fight"), &Silent)
         .await
@@ -549,7 +551,7 @@ async fn a_refused_key_is_a_configuration_error_without_the_key_in_the_message()
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.openai_api_key = Some(Secret::new("sk-wrong-SECRETSECRET"));
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let error = pipeline
         .run(&request(dir.path(), "d-401", "tiles"), &Silent)
         .await
@@ -603,7 +605,7 @@ async fn local_diffusion_success_sends_an_inpainting_body_and_costs_nothing() {
         .expect(1)
         .mount(&server)
         .await;
-    let pipeline = pipeline(&local_only(dir.path(), &server), Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&local_only(dir.path(), &server)).await;
     let output = pipeline
         .run(&request(dir.path(), "d-local", "mossy stone"), &Silent)
         .await
@@ -620,7 +622,7 @@ async fn local_diffusion_timeout_and_garbage_are_transient_and_clear() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .mount(&slow)
         .await;
-    let pipeline_slow = pipeline(&local_only(dir.path(), &slow), Arc::new(SystemClock)).await;
+    let pipeline_slow = pipeline(&local_only(dir.path(), &slow)).await;
     let error = pipeline_slow
         .run(&request(dir.path(), "d-slow", "moss"), &Silent)
         .await
@@ -634,7 +636,7 @@ async fn local_diffusion_timeout_and_garbage_are_transient_and_clear() {
         .mount(&garbage)
         .await;
     let other = tempfile::tempdir().unwrap();
-    let pipeline_garbage = pipeline(&local_only(other.path(), &garbage), Arc::new(SystemClock)).await;
+    let pipeline_garbage = pipeline(&local_only(other.path(), &garbage)).await;
     let error = pipeline_garbage
         .run(&request(other.path(), "d-garbage", "moss"), &Silent)
         .await
@@ -646,17 +648,13 @@ async fn local_diffusion_timeout_and_garbage_are_transient_and_clear() {
 #[test]
 fn provider_order_follows_render_providers_then_the_spec_default() {
     let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut config = Config::for_tests(dir.path()).providers;
     config.openai_image_model = "gpt-image-1".into();
-    assert_eq!(
-        app::build_editor(&config, clock.clone()).unwrap().order,
-        vec!["builtin"]
-    );
+    assert_eq!(app::build_editor(&config).unwrap().order, vec!["builtin"]);
     config.openai_api_key = Some(Secret::new(KEY));
     config.local_diffusion_url = Some(url::Url::parse("http://127.0.0.1:7860").unwrap());
     assert_eq!(
-        app::build_editor(&config, clock.clone()).unwrap().order,
+        app::build_editor(&config).unwrap().order,
         vec!["openai", "local-diffusion"]
     );
     config.render_providers = Some(vec![
@@ -665,23 +663,17 @@ fn provider_order_follows_render_providers_then_the_spec_default() {
         ProviderKind::Builtin,
     ]);
     assert_eq!(
-        app::build_editor(&config, clock.clone()).unwrap().order,
+        app::build_editor(&config).unwrap().order,
         vec!["local-diffusion", "openai", "builtin"]
     );
     config.openai_image_edit_enabled = false;
-    assert!(
-        app::build_editor(&config, clock.clone()).is_err(),
-        "listed but disabled"
-    );
+    assert!(app::build_editor(&config).is_err(), "listed but disabled");
     config.render_providers = None;
-    assert_eq!(
-        app::build_editor(&config, clock.clone()).unwrap().order,
-        vec!["local-diffusion"]
-    );
+    assert_eq!(app::build_editor(&config).unwrap().order, vec!["local-diffusion"]);
     // The default model is not fully priced by the reference: refused at start-up.
     config.openai_image_edit_enabled = true;
     config.openai_image_model = "gpt-image-1.5".into();
-    let error = app::build_editor(&config, clock).err().unwrap();
+    let error = app::build_editor(&config).err().unwrap();
     assert!(format!("{error:#}").contains("PRICE_TABLE_OVERRIDES"), "{error:#}");
 }
 
@@ -728,7 +720,7 @@ async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
         .mount(&server)
         .await;
     let config = openai_config(dir.path(), &server);
-    let mut pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let mut pipeline = pipeline(&config).await;
     pipeline.blobs = Arc::new(FlakyBlobs {
         inner: Arc::clone(&pipeline.blobs),
         fail: AtomicUsize::new(1),

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::assets::{AssetLoader, LocalFiles};
+use crate::assets::AssetSource;
+use crate::assets::http::HttpAssets;
+use crate::assets::local::LocalFiles;
 use crate::config::{Config, DatabaseConfig};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::imaging::codec::DecodeLimits;
@@ -41,9 +43,16 @@ pub enum Mode {
 /// Builds the pipeline for a mode. Performs the IO checks (database reachable and migrated,
 /// storage directory writable) so a misconfiguration fails before the first job.
 pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipeline> {
-    let (local_files, missing) = match mode {
-        Mode::OneShot => (LocalFiles::Allow, MissingDesign::Create),
-        Mode::Queue => (LocalFiles::Refuse, MissingDesign::Reject),
+    let downloads: Arc<dyn AssetSource> =
+        Arc::new(HttpAssets::new(config.assets.clone()).context("building the HTTP client for asset downloads")?);
+    // Only the one-shot command may read local files; the queue worker gets the downloader
+    // alone, which refuses every local path.
+    let (assets, missing): (Arc<dyn AssetSource>, _) = match mode {
+        Mode::OneShot => (
+            Arc::new(LocalFiles::new(config.assets.max_bytes, downloads)),
+            MissingDesign::Create,
+        ),
+        Mode::Queue => (downloads, MissingDesign::Reject),
     };
     let designs: Arc<dyn DesignStore> = match &config.database {
         DatabaseConfig::Sqlite { path } => Arc::new(
@@ -79,8 +88,6 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
             SafetyPolicy::with_extra_blocklist(&text).with_context(|| format!("PROMPT_BLOCKLIST {}", path.display()))?
         }
     };
-    let assets =
-        AssetLoader::new(config.assets.clone(), local_files).context("building the HTTP client for asset downloads")?;
     Ok(Pipeline {
         assets,
         editor,

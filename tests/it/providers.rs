@@ -1,6 +1,7 @@
 //! Issue 5: the OpenAI and local diffusion providers against loopback mock servers that parse
 //! what we send the way the reference describes, plus breakers, fallback, dry run, safety and
-//! cost accounting through the real pipeline (SQLite in a temp dir).
+//! cost accounting through the real pipeline (SQLite in a temp dir). The last tests drive the
+//! pipeline with the in-memory adapters (`ScriptedEditor`, `MemoryAssets`) instead.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,10 +10,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use design_render::app::{self, Mode};
+use design_render::assets::memory::MemoryAssets;
+use design_render::assets::{AssetError, AssetRole};
 use design_render::config::{Config, ProviderKind, Secret};
 use design_render::job::{DesignId, RenderRequest, TenantId};
 use design_render::pipeline::{Disposition, Pipeline, RenderError, Silent};
-use design_render::providers::ProviderError;
+use design_render::providers::scripted::{Answer, ScriptedEditor, ScriptedImage, paid_call};
+use design_render::providers::{ProviderError, Usage};
 use design_render::storage::{BlobStore, StorageError, StorageKey};
 use design_render::store::{DesignStatus, DesignStore, PaidCallEntry};
 use wiremock::matchers::{method, path};
@@ -835,4 +839,129 @@ fn provider_errors_never_print_the_key() {
         reason: design_render::providers::openai::scrub(&format!("Incorrect API key provided: {KEY}"), KEY),
     };
     assert!(!format!("{error} {error:?}").contains("abcdef"));
+}
+
+/// A pipeline whose inputs come from `MemoryAssets` and whose provider is `editor`.
+async fn scripted_pipeline(dir: &Path, editor: Arc<ScriptedEditor>) -> (Pipeline, Arc<MemoryAssets>) {
+    let assets = Arc::new(MemoryAssets::new());
+    assets
+        .serve("https://assets.test/base.png", helpers::gradient_png(64, 48))
+        .serve("https://assets.test/mask.png", helpers::square_mask_png(64, 48));
+    let mut pipeline = pipeline(&Config::for_tests(dir)).await;
+    pipeline.assets = assets.clone();
+    pipeline.editor = editor;
+    (pipeline, assets)
+}
+
+fn scripted_request(design: &str, prompt: &str) -> RenderRequest {
+    let payload = serde_json::json!({
+        "designId": design, "tenantId": "tenant-1", "prompt": prompt,
+        "baseTextureUrl": "https://assets.test/base.png", "maskUrl": "https://assets.test/mask.png",
+        "renderOptions": {"quality": "hd", "size": "128x128"},
+    });
+    RenderRequest::from_json(payload.to_string().as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn a_scripted_paid_call_is_costed_on_the_row_and_the_provider_sees_the_safe_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = Usage {
+        input_tokens: 110,
+        output_tokens: 4160,
+    };
+    let editor = Arc::new(ScriptedEditor::new([Answer::paid(
+        ScriptedImage::Solid([200, 10, 10, 255]),
+        paid_call("scripted:call-1", usage, 16_727_500),
+    )]));
+    let (pipeline, assets) = scripted_pipeline(dir.path(), editor.clone()).await;
+    let output = pipeline
+        .run(
+            &scripted_request("d-scripted", "slate, mail jane.doe@example.com"),
+            &Silent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(output.metadata["provider"], "scripted");
+    assert_eq!((output.cost_tokens, output.cost_cents), (4270, EXPECTED_CENTS));
+    assert_eq!(output.metadata["cost"]["calls"]["scripted:call-1"]["tokens"], 4270);
+    let row = pipeline
+        .designs
+        .get(&DesignId::parse("d-scripted").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.cost_tokens, row.cost_cents), (4270, EXPECTED_CENTS));
+
+    let received = editor.requests();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].mask, "the mask reached the provider");
+    assert_eq!(received[0].image, (64, 48));
+    assert_eq!(
+        received[0].size,
+        design_render::job::RenderSize::parse("128x128").unwrap()
+    );
+    assert!(received[0].prompt.starts_with("slate"), "{}", received[0].prompt);
+    assert!(
+        !received[0].prompt.contains('@'),
+        "PII reached the provider: {}",
+        received[0].prompt
+    );
+    let mut loaded: Vec<(String, AssetRole)> = assets
+        .requests()
+        .into_iter()
+        .map(|request| (request.asset, request.role))
+        .collect();
+    loaded.sort_by_key(|(asset, _)| asset.clone());
+    assert_eq!(
+        loaded,
+        [
+            ("https://assets.test/base.png".to_owned(), AssetRole::BaseTexture),
+            ("https://assets.test/mask.png".to_owned(), AssetRole::Mask),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_job_held_mid_inpaint_is_processing_until_the_scripted_provider_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(tokio::sync::Barrier::new(2));
+    let editor = Arc::new(ScriptedEditor::new([Answer::base().held_at(gate.clone())]));
+    let (pipeline, _assets) = scripted_pipeline(dir.path(), editor.clone()).await;
+    let pipeline = Arc::new(pipeline);
+    let job = tokio::spawn({
+        let pipeline = Arc::clone(&pipeline);
+        async move { pipeline.run(&scripted_request("d-held", "slate"), &Silent).await }
+    });
+    // First rendezvous: the job has reached the provider and is held there.
+    gate.wait().await;
+    let design = DesignId::parse("d-held").unwrap();
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!(row.status, DesignStatus::Processing);
+    assert!(!job.is_finished());
+    // Second rendezvous: the provider answers and the job completes.
+    gate.wait().await;
+    let output = job.await.unwrap().unwrap();
+    assert_eq!(output.status, "COMPLETED");
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!(row.status, DesignStatus::Completed);
+    assert_eq!(editor.remaining(), 0);
+}
+
+#[tokio::test]
+async fn a_scripted_asset_failure_fails_the_render_with_its_code_and_disposition() {
+    let dir = tempfile::tempdir().unwrap();
+    let editor = Arc::new(ScriptedEditor::new([]));
+    let (pipeline, assets) = scripted_pipeline(dir.path(), editor.clone()).await;
+    assets.fail("https://assets.test/mask.png", |field| AssetError::Status {
+        field,
+        status: 503,
+    });
+    let error = pipeline
+        .run(&scripted_request("d-asset", "slate"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "asset_http_status");
+    assert_eq!(error.disposition(), Disposition::Retry);
+    assert!(error.to_string().contains("maskUrl"), "{error}");
+    assert!(editor.requests().is_empty(), "no provider call without inputs");
 }

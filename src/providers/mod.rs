@@ -9,6 +9,7 @@ pub mod breakered;
 pub mod builtin;
 pub mod dry_run;
 pub mod fallback;
+pub mod http;
 pub mod local_diffusion;
 pub mod openai;
 pub mod scripted;

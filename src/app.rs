@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::assets::{AssetLoader, LocalFiles};
+use crate::assets::AssetSource;
+use crate::assets::http::HttpAssets;
+use crate::assets::local::LocalFiles;
 use crate::config::{Config, DatabaseConfig};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::imaging::codec::DecodeLimits;
 use crate::pipeline::{Pipeline, PipelineSettings};
 use crate::providers::ImageEditor;
-use crate::providers::breaker::{BreakerSettings, CircuitBreaker, Clock, SystemClock};
+use crate::providers::breaker::{BreakerSettings, CircuitBreaker};
 use crate::providers::breakered::Breakered;
 use crate::providers::builtin::BuiltinFill;
 use crate::providers::dry_run::DryRunEditor;
@@ -41,14 +43,16 @@ pub enum Mode {
 /// Builds the pipeline for a mode. Performs the IO checks (database reachable and migrated,
 /// storage directory writable) so a misconfiguration fails before the first job.
 pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipeline> {
-    build_pipeline_with_clock(config, mode, Arc::new(SystemClock)).await
-}
-
-/// [`build_pipeline`] with the clock the circuit breakers use (tests pass a `ManualClock`).
-pub async fn build_pipeline_with_clock(config: &Config, mode: Mode, clock: Arc<dyn Clock>) -> anyhow::Result<Pipeline> {
-    let (local_files, missing) = match mode {
-        Mode::OneShot => (LocalFiles::Allow, MissingDesign::Create),
-        Mode::Queue => (LocalFiles::Refuse, MissingDesign::Reject),
+    let downloads: Arc<dyn AssetSource> =
+        Arc::new(HttpAssets::new(config.assets.clone()).context("building the HTTP client for asset downloads")?);
+    // Only the one-shot command may read local files; the queue worker gets the downloader
+    // alone, which refuses every local path.
+    let (assets, missing): (Arc<dyn AssetSource>, _) = match mode {
+        Mode::OneShot => (
+            Arc::new(LocalFiles::new(config.assets.max_bytes, downloads)),
+            MissingDesign::Create,
+        ),
+        Mode::Queue => (downloads, MissingDesign::Reject),
     };
     let designs: Arc<dyn DesignStore> = match &config.database {
         DatabaseConfig::Sqlite { path } => Arc::new(
@@ -74,7 +78,7 @@ pub async fn build_pipeline_with_clock(config: &Config, mode: Mode, clock: Arc<d
         LocalStore::new(&config.storage_dir, config.public_base_url.clone())
             .with_context(|| format!("preparing STORAGE_DIR {}", config.storage_dir.display()))?,
     );
-    let providers = build_editor(&config.providers, clock)?;
+    let providers = build_editor(&config.providers)?;
     let editor = providers.editor;
     let safety = match &config.providers.prompt_blocklist {
         None => SafetyPolicy::default(),
@@ -84,8 +88,6 @@ pub async fn build_pipeline_with_clock(config: &Config, mode: Mode, clock: Arc<d
             SafetyPolicy::with_extra_blocklist(&text).with_context(|| format!("PROMPT_BLOCKLIST {}", path.display()))?
         }
     };
-    let assets =
-        AssetLoader::new(config.assets.clone(), local_files).context("building the HTTP client for asset downloads")?;
     Ok(Pipeline {
         assets,
         editor,
@@ -165,8 +167,9 @@ pub struct ProviderSetup {
 ///   set), and the built-in fill only when neither is configured, so a prompt-driven job is
 ///   never answered silently by the prompt-ignoring fill.
 ///
-/// Every generative provider gets its own circuit breaker; the list is a fallback chain.
-pub fn build_editor(config: &ProviderConfig, clock: Arc<dyn Clock>) -> anyhow::Result<ProviderSetup> {
+/// Every generative provider gets its own circuit breaker (on tokio's clock, so tests move it
+/// with `tokio::time::advance`); the list is a fallback chain.
+pub fn build_editor(config: &ProviderConfig) -> anyhow::Result<ProviderSetup> {
     let openai_configured = config.openai_image_edit_enabled && config.openai_api_key.is_some();
     let order = match &config.render_providers {
         Some(order) => order.clone(),
@@ -227,13 +230,10 @@ pub fn build_editor(config: &ProviderConfig, clock: Arc<dyn Clock>) -> anyhow::R
         });
     }
     let breaker = || {
-        CircuitBreaker::with_clock(
-            BreakerSettings {
-                threshold: config.circuit_breaker_threshold,
-                open_for: config.circuit_breaker_timeout,
-            },
-            Arc::clone(&clock),
-        )
+        CircuitBreaker::new(BreakerSettings {
+            threshold: config.circuit_breaker_threshold,
+            open_for: config.circuit_breaker_timeout,
+        })
     };
     let mut editors: Vec<Arc<dyn ImageEditor>> = Vec::new();
     for kind in &order {

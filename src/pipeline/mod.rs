@@ -2,8 +2,9 @@
 //!
 //! The pipeline sees only ports (`ImageEditor`, `BlobStore`, `DesignStore`) and pure modules; it
 //! never names an adapter, a queue or a database driver. The CLI and the queue worker both call
-//! [`Pipeline::run`]; what differs between them (local files allowed or not, how the Design row
-//! is found) is decided when the pipeline is built.
+//! [`Pipeline::run`]; what differs between them (which [`AssetSource`] reads the inputs, so
+//! whether local files are allowed, and how the Design row is found) is decided when the
+//! pipeline is built.
 
 pub mod error;
 pub mod metadata;
@@ -20,7 +21,7 @@ pub use metadata::RenderMetadata;
 
 use metadata::{EncodedBytes, PromptReport, Sizes, Timings};
 
-use crate::assets::{AssetLoader, AssetRole};
+use crate::assets::{AssetRole, AssetSource};
 use crate::config::ImagingConfig;
 use crate::imaging::{self, AssetSpec, RenderedAssets, codec};
 use crate::job::{AssetRef, RenderRequest};
@@ -78,7 +79,7 @@ pub struct PipelineSettings {
 
 /// Everything one render needs, wired once at start-up.
 pub struct Pipeline {
-    pub assets: AssetLoader,
+    pub assets: Arc<dyn AssetSource>,
     pub editor: Arc<dyn ImageEditor>,
     pub blobs: Arc<dyn BlobStore>,
     pub designs: Arc<dyn DesignStore>,

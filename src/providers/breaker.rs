@@ -7,8 +7,9 @@
 //! or spawn anything. The `CircuitBreaker<E: ImageEditor>` decorator in `providers/` decides which
 //! outcomes count as failures and logs the [`Transition`]s this module hands back.
 //!
-//! Time comes from a [`Clock`], so tests drive the machine with a [`ManualClock`] instead of
-//! sleeping.
+//! Time is [`tokio::time::Instant`], so tests drive the machine with `tokio::time::pause()` and
+//! `tokio::time::advance()` instead of sleeping, and production reads the monotonic clock.
+//! Outside a tokio runtime the same `Instant::now()` falls back to the system's monotonic clock.
 //!
 //! ```text
 //!            threshold consecutive failures
@@ -24,7 +25,9 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// Tuning for one [`CircuitBreaker`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,52 +94,6 @@ pub struct BreakerOpen {
     pub retry_after: Duration,
 }
 
-/// A source of monotonic time.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Instant;
-}
-
-/// The real clock, backed by [`Instant::now`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
-
-/// A clock that only moves when told to. Used by tests, here and in the provider decorators.
-#[derive(Debug)]
-pub struct ManualClock {
-    now: Mutex<Instant>,
-}
-
-impl ManualClock {
-    pub fn new() -> Self {
-        Self {
-            now: Mutex::new(Instant::now()),
-        }
-    }
-
-    pub fn advance(&self, by: Duration) {
-        let mut now = lock_ignoring_poison(&self.now);
-        *now += by;
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        *lock_ignoring_poison(&self.now)
-    }
-}
-
 /// The longest accepted `open_for`. Larger values are clamped so that `Instant + open_for` can
 /// never overflow, whatever the configuration says.
 pub const MAX_OPEN_FOR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -163,13 +120,8 @@ pub struct Permit {
 }
 
 impl CircuitBreaker {
-    /// A breaker on the real clock.
+    /// A breaker with the given settings, closed.
     pub fn new(settings: BreakerSettings) -> Self {
-        Self::with_clock(settings, Arc::new(SystemClock))
-    }
-
-    /// A breaker on an injected clock.
-    pub fn with_clock(settings: BreakerSettings, clock: Arc<dyn Clock>) -> Self {
         let settings = BreakerSettings {
             threshold: settings.threshold.max(1),
             open_for: settings.open_for.min(MAX_OPEN_FOR),
@@ -177,7 +129,6 @@ impl CircuitBreaker {
         Self {
             shared: Arc::new(Shared {
                 settings,
-                clock,
                 machine: Mutex::new(Machine {
                     phase: Phase::Closed {
                         consecutive_failures: 0,
@@ -194,7 +145,7 @@ impl CircuitBreaker {
     /// breaker is half-open and exactly one caller gets the probe permit; everybody else is
     /// rejected until the probe reports, is dropped, or outlives its lease of `open_for`.
     pub fn try_acquire(&self) -> Result<Permit, BreakerOpen> {
-        let now = self.shared.clock.now();
+        let now = Instant::now();
         let open_for = self.shared.settings.open_for;
         let mut machine = self.shared.lock();
         let (role, transition) = match machine.phase {
@@ -241,7 +192,7 @@ impl CircuitBreaker {
     /// The current state, for metrics. An open breaker whose `open_for` has elapsed reports
     /// half-open even before the next `try_acquire` hands out the probe.
     pub fn state(&self) -> BreakerState {
-        let now = self.shared.clock.now();
+        let now = Instant::now();
         match self.shared.lock().phase {
             Phase::Closed { .. } => BreakerState::Closed,
             Phase::Open { until } if now < until => BreakerState::Open,
@@ -320,7 +271,6 @@ impl fmt::Debug for Permit {
 
 struct Shared {
     settings: BreakerSettings,
-    clock: Arc<dyn Clock>,
     machine: Mutex<Machine>,
 }
 
@@ -363,7 +313,7 @@ impl Shared {
     }
 
     fn settle(&self, generation: u64, role: Role, verdict: Verdict) -> Option<Transition> {
-        let now = self.clock.now();
+        let now = Instant::now();
         let mut machine = self.lock();
         if machine.generation != generation {
             // A verdict from an earlier phase (or an expired probe) says nothing about now.
@@ -437,16 +387,14 @@ mod tests {
 
     const OPEN_FOR: Duration = Duration::from_secs(60);
 
-    fn breaker_with_clock(threshold: u32) -> (CircuitBreaker, Arc<ManualClock>) {
-        let clock = Arc::new(ManualClock::new());
-        let breaker = CircuitBreaker::with_clock(
-            BreakerSettings {
-                threshold,
-                open_for: OPEN_FOR,
-            },
-            clock.clone(),
-        );
-        (breaker, clock)
+    /// A closed breaker. Tests that move time run on a paused tokio clock
+    /// (`start_paused = true`) and call `tokio::time::advance`, which the breaker reads through
+    /// `tokio::time::Instant::now()`.
+    fn closed_breaker(threshold: u32) -> CircuitBreaker {
+        CircuitBreaker::new(BreakerSettings {
+            threshold,
+            open_for: OPEN_FOR,
+        })
     }
 
     fn fail(breaker: &CircuitBreaker) -> Option<Transition> {
@@ -474,7 +422,7 @@ mod tests {
 
     #[test]
     fn opens_exactly_at_threshold_consecutive_failures() {
-        let (breaker, _clock) = breaker_with_clock(5);
+        let breaker = closed_breaker(5);
         for _ in 0..4 {
             assert_eq!(fail(&breaker), None);
             assert_eq!(breaker.state(), BreakerState::Closed);
@@ -485,7 +433,7 @@ mod tests {
 
     #[test]
     fn success_resets_the_consecutive_failure_count() {
-        let (breaker, _clock) = breaker_with_clock(3);
+        let breaker = closed_breaker(3);
         let _ = fail(&breaker);
         let _ = fail(&breaker);
         assert_eq!(breaker.try_acquire().expect("closed").success(), None);
@@ -496,33 +444,33 @@ mod tests {
         assert_eq!(breaker.state(), BreakerState::Open);
     }
 
-    #[test]
-    fn open_breaker_rejects_with_remaining_time() {
-        let (breaker, clock) = breaker_with_clock(1);
+    #[tokio::test(start_paused = true)]
+    async fn open_breaker_rejects_with_remaining_time() {
+        let breaker = closed_breaker(1);
         open(&breaker);
         assert_eq!(
             breaker.try_acquire().unwrap_err(),
             BreakerOpen { retry_after: OPEN_FOR }
         );
-        clock.advance(Duration::from_secs(20));
+        tokio::time::advance(Duration::from_secs(20)).await;
         assert_eq!(breaker.try_acquire().unwrap_err().retry_after, Duration::from_secs(40));
-        clock.advance(Duration::from_secs(39));
+        tokio::time::advance(Duration::from_secs(39)).await;
         assert!(breaker.try_acquire().is_err());
     }
 
-    #[test]
-    fn state_reports_half_open_once_open_period_elapsed() {
-        let (breaker, clock) = breaker_with_clock(1);
+    #[tokio::test(start_paused = true)]
+    async fn state_reports_half_open_once_open_period_elapsed() {
+        let breaker = closed_breaker(1);
         open(&breaker);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
     }
 
-    #[test]
-    fn first_acquire_after_open_period_is_the_probe_and_reports_half_open() {
-        let (breaker, clock) = breaker_with_clock(1);
+    #[tokio::test(start_paused = true)]
+    async fn first_acquire_after_open_period_is_the_probe_and_reports_half_open() {
+        let breaker = closed_breaker(1);
         open(&breaker);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         let probe = breaker.try_acquire().expect("probe");
         assert!(probe.is_probe());
         assert_eq!(
@@ -535,17 +483,21 @@ mod tests {
         probe.ignore();
     }
 
-    #[test]
-    fn half_open_hands_out_exactly_one_probe_under_concurrency() {
+    #[tokio::test(start_paused = true)]
+    async fn half_open_hands_out_exactly_one_probe_under_concurrency() {
         const THREADS: usize = 32;
-        let (breaker, clock) = breaker_with_clock(1);
+        let breaker = closed_breaker(1);
         open(&breaker);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         let barrier = Barrier::new(THREADS);
+        // Each thread enters the test's runtime so it reads the same paused clock; a thread
+        // outside any runtime would read the system clock, on which the breaker is still open.
+        let runtime = tokio::runtime::Handle::current();
         let outcomes: Vec<Result<Permit, BreakerOpen>> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..THREADS)
                 .map(|_| {
                     scope.spawn(|| {
+                        let _runtime = runtime.enter();
                         barrier.wait();
                         breaker.try_acquire()
                     })
@@ -562,11 +514,11 @@ mod tests {
         assert!(probes[0].is_probe());
     }
 
-    #[test]
-    fn probe_success_closes_and_resets_the_count() {
-        let (breaker, clock) = breaker_with_clock(2);
+    #[tokio::test(start_paused = true)]
+    async fn probe_success_closes_and_resets_the_count() {
+        let breaker = closed_breaker(2);
         open(&breaker);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         let probe = breaker.try_acquire().expect("probe");
         assert_eq!(
             probe.success(),
@@ -579,25 +531,25 @@ mod tests {
         assert_eq!(breaker.state(), BreakerState::Closed);
     }
 
-    #[test]
-    fn probe_failure_reopens_for_another_full_period() {
-        let (breaker, clock) = breaker_with_clock(1);
+    #[tokio::test(start_paused = true)]
+    async fn probe_failure_reopens_for_another_full_period() {
+        let breaker = closed_breaker(1);
         open(&breaker);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         let probe = breaker.try_acquire().expect("probe");
-        clock.advance(Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(5)).await;
         assert_eq!(probe.failure(), transition(BreakerState::HalfOpen, BreakerState::Open));
         assert_eq!(breaker.state(), BreakerState::Open);
         assert_eq!(breaker.try_acquire().unwrap_err().retry_after, OPEN_FOR);
-        clock.advance(OPEN_FOR - Duration::from_secs(1));
+        tokio::time::advance(OPEN_FOR - Duration::from_secs(1)).await;
         assert!(breaker.try_acquire().is_err());
-        clock.advance(Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
         assert!(breaker.try_acquire().expect("next probe").is_probe());
     }
 
     #[test]
     fn neutral_outcomes_neither_count_nor_reset() {
-        let (breaker, _clock) = breaker_with_clock(3);
+        let breaker = closed_breaker(3);
         let _ = fail(&breaker);
         let _ = fail(&breaker);
         for _ in 0..10 {
@@ -612,11 +564,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn dropped_probe_releases_the_half_open_slot() {
-        let (breaker, clock) = breaker_with_clock(1);
+    #[tokio::test(start_paused = true)]
+    async fn dropped_probe_releases_the_half_open_slot() {
+        let breaker = closed_breaker(1);
         open(&breaker);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         let probe = breaker.try_acquire().expect("probe");
         assert!(breaker.try_acquire().is_err());
         drop(probe);
@@ -627,24 +579,24 @@ mod tests {
         assert_eq!(next.success(), transition(BreakerState::HalfOpen, BreakerState::Closed));
     }
 
-    #[test]
-    fn ignored_probe_releases_the_half_open_slot() {
-        let (breaker, clock) = breaker_with_clock(1);
+    #[tokio::test(start_paused = true)]
+    async fn ignored_probe_releases_the_half_open_slot() {
+        let breaker = closed_breaker(1);
         open(&breaker);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         breaker.try_acquire().expect("probe").ignore();
         assert!(breaker.try_acquire().expect("slot released").is_probe());
     }
 
-    #[test]
-    fn leaked_probe_is_replaced_after_its_lease_and_its_verdict_is_ignored() {
-        let (breaker, clock) = breaker_with_clock(1);
+    #[tokio::test(start_paused = true)]
+    async fn leaked_probe_is_replaced_after_its_lease_and_its_verdict_is_ignored() {
+        let breaker = closed_breaker(1);
         open(&breaker);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         let stuck = breaker.try_acquire().expect("probe");
-        clock.advance(Duration::from_secs(59));
+        tokio::time::advance(Duration::from_secs(59)).await;
         assert_eq!(breaker.try_acquire().unwrap_err().retry_after, Duration::from_secs(1));
-        clock.advance(Duration::from_secs(1));
+        tokio::time::advance(Duration::from_secs(1)).await;
         let replacement = breaker.try_acquire().expect("lease expired");
         assert!(replacement.is_probe());
         assert_eq!(stuck.failure(), None, "stale probe verdict is ignored");
@@ -655,22 +607,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn verdicts_from_before_the_breaker_opened_are_ignored() {
-        let (breaker, clock) = breaker_with_clock(2);
+    #[tokio::test(start_paused = true)]
+    async fn verdicts_from_before_the_breaker_opened_are_ignored() {
+        let breaker = closed_breaker(2);
         let slow_call = breaker.try_acquire().expect("closed");
         open(&breaker);
         assert_eq!(slow_call.success(), None);
         assert_eq!(breaker.state(), BreakerState::Open, "old success must not close");
 
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         let probe = breaker.try_acquire().expect("probe");
         let _ = probe.success();
         let late_failure = breaker.try_acquire().expect("closed");
         let _ = fail(&breaker);
         let _ = fail(&breaker);
         assert_eq!(breaker.state(), BreakerState::Open);
-        clock.advance(OPEN_FOR);
+        tokio::time::advance(OPEN_FOR).await;
         let probe = breaker.try_acquire().expect("probe");
         assert_eq!(late_failure.failure(), None, "old failure must not re-open");
         assert_eq!(breaker.state(), BreakerState::HalfOpen);
@@ -679,22 +631,18 @@ mod tests {
 
     #[test]
     fn zero_threshold_behaves_as_one() {
-        let (breaker, _clock) = breaker_with_clock(0);
+        let breaker = closed_breaker(0);
         assert_eq!(breaker.settings().threshold, 1);
         assert_eq!(breaker.state(), BreakerState::Closed);
         assert_eq!(fail(&breaker), transition(BreakerState::Closed, BreakerState::Open));
     }
 
-    #[test]
-    fn huge_open_for_is_clamped_instead_of_overflowing() {
-        let clock = Arc::new(ManualClock::new());
-        let breaker = CircuitBreaker::with_clock(
-            BreakerSettings {
-                threshold: 1,
-                open_for: Duration::MAX,
-            },
-            clock.clone(),
-        );
+    #[tokio::test(start_paused = true)]
+    async fn huge_open_for_is_clamped_instead_of_overflowing() {
+        let breaker = CircuitBreaker::new(BreakerSettings {
+            threshold: 1,
+            open_for: Duration::MAX,
+        });
         assert_eq!(breaker.settings().open_for, MAX_OPEN_FOR);
         let _ = fail(&breaker);
         assert_eq!(breaker.try_acquire().unwrap_err().retry_after, MAX_OPEN_FOR);

@@ -2,7 +2,8 @@
 //! used for inpainting, as described in `reference/local-diffusion.md`.
 //!
 //! It owns the request body (init image, mask in A1111's convention, inpainting parameters,
-//! prompt, size), decoding `images[0]`, and the mapping of failures onto [`ProviderError`].
+//! prompt, size), decoding `images[0]`, and the mapping of A1111's error statuses onto
+//! [`ProviderError`]; client, timeouts and transport failures are the shared `providers::http`'s.
 //! Local generation is free: usage and cost are zero. It must not retry or fall back.
 //!
 //! Inpainting defaults (each overridable through `LOCAL_DIFFUSION_*`, see
@@ -18,7 +19,7 @@ use base64::Engine as _;
 use image::{GrayImage, RgbaImage};
 use serde::Deserialize;
 
-use super::{Accounting, EditRequest, EditResponse, ImageEditor, ProviderError, Usage};
+use super::{Accounting, EditRequest, EditResponse, ImageEditor, ProviderError, Usage, http};
 use crate::config::InpaintOverrides;
 
 pub const NAME: &str = "local-diffusion";
@@ -92,15 +93,9 @@ pub struct LocalDiffusionEditor {
 
 impl LocalDiffusionEditor {
     pub fn new(settings: LocalDiffusionSettings) -> Result<Self, reqwest::Error> {
-        let client = crate::http::client_builder(settings.connect_timeout, settings.timeout)
-            .timeout(settings.timeout)
-            .build()?;
-        let mut endpoint = settings.base_url.clone();
-        let joined = format!("{}/sdapi/v1/img2img", endpoint.path().trim_end_matches('/'));
-        endpoint.set_path(&joined);
         Ok(Self {
-            client,
-            endpoint,
+            client: http::client(settings.connect_timeout, settings.timeout)?,
+            endpoint: http::endpoint(&settings.base_url, "sdapi/v1/img2img"),
             params: InpaintParams::with_overrides(&settings.overrides),
         })
     }
@@ -130,19 +125,11 @@ impl ImageEditor for LocalDiffusionEditor {
             (width, height),
         )?;
         let started = Instant::now();
-        let response = self
-            .client
-            .post(self.endpoint.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|error| transport_error(&error))?;
-        let status = response.status();
-        let text = response.text().await.map_err(|error| transport_error(&error))?;
-        if !status.is_success() {
-            return Err(status_error(status.as_u16(), &text));
+        let reply = http::send(NAME, self.client.post(self.endpoint.clone()).json(&body)).await?;
+        if !reply.is_success() {
+            return Err(status_error(reply.status, &reply.headers, &reply.body));
         }
-        let image = decode_images(&text)?;
+        let image = decode_images(&reply.body)?;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(EditResponse {
             image,
@@ -222,24 +209,9 @@ fn build_body(
     }))
 }
 
-fn transport_error(error: &reqwest::Error) -> ProviderError {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    };
-    ProviderError::Unavailable {
-        provider: NAME,
-        reason: format!("{kind}: {error}"),
-        retry_after: None,
-    }
-}
-
 /// Reference §6: 400 sampler, 401 auth, 404 init image, 422 schema/script errors are our
-/// request or configuration; 5xx (OOM, anything else) may pass.
-fn status_error(status: u16, body: &str) -> ProviderError {
+/// request or configuration; 5xx (OOM) and anything else may pass, so they are transient.
+fn status_error(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> ProviderError {
     let detail = serde_json::from_str::<A1111Error>(body)
         .ok()
         .map(|error| {
@@ -261,11 +233,9 @@ fn status_error(status: u16, body: &str) -> ProviderError {
             provider: NAME,
             reason: format!("HTTP {status}: {detail}"),
         },
-        _ => ProviderError::Unavailable {
-            provider: NAME,
-            reason: format!("HTTP {status}: {detail}"),
-            retry_after: None,
-        },
+        // 5xx (an out-of-memory GPU), 429 and any unexpected status: a local server in such a
+        // state may recover, so these are transient.
+        _ => http::unavailable(NAME, format!("HTTP {status}: {detail}"), headers),
     }
 }
 
@@ -343,7 +313,17 @@ mod tests {
             assert!(error.is_retryable(), "{body}");
             assert!(error.to_string().contains("unusable img2img response"), "{error}");
         }
-        assert!(!status_error(404, r#"{"error":"HTTPException","detail":"Init image not found"}"#).is_retryable());
-        assert!(status_error(500, "{}").is_retryable());
+        let headers = reqwest::header::HeaderMap::new();
+        let missing = status_error(
+            404,
+            &headers,
+            r#"{"error":"HTTPException","detail":"Init image not found"}"#,
+        );
+        assert!(!missing.is_retryable());
+        assert!(
+            missing.to_string().contains("HTTPException: Init image not found"),
+            "{missing}"
+        );
+        assert!(status_error(500, &headers, "{}").is_retryable());
     }
 }

@@ -2,15 +2,17 @@
 //!
 //! The pipeline holds an `Arc<dyn ImageEditor>` and never knows which adapter is behind it.
 //! Adapters live in the submodules; cross-cutting behaviour (circuit breaking, fallback) is a
-//! decorator implementing the same trait.
+//! decorator implementing the same trait. `scripted` is the in-memory editor tests script.
 
 pub mod breaker;
 pub mod breakered;
 pub mod builtin;
 pub mod dry_run;
 pub mod fallback;
+pub mod http;
 pub mod local_diffusion;
 pub mod openai;
+pub mod scripted;
 
 use image::{GrayImage, RgbaImage};
 

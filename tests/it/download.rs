@@ -1,8 +1,9 @@
 //! Asset downloads against a local HTTP server: success, redirects into private space, size
-//! limits and decompression bombs, through the real pipeline and loader.
+//! limits and decompression bombs, through the real pipeline and the `HttpAssets` adapter.
 
 use design_render::app::Mode;
-use design_render::assets::{AssetError, AssetLoader, AssetRole, LocalFiles};
+use design_render::assets::http::HttpAssets;
+use design_render::assets::{AssetError, AssetRole, AssetSource};
 use design_render::job::{AssetRef, RenderRequest};
 use design_render::pipeline::{RenderError, Silent};
 use design_render::store::DesignStatus;
@@ -30,9 +31,9 @@ async fn serve(server: &MockServer, route: &str, response: ResponseTemplate) {
         .await;
 }
 
-fn loader(config: &design_render::config::Config) -> AssetLoader {
+fn loader(config: &design_render::config::Config) -> HttpAssets {
     helpers::init();
-    AssetLoader::new(config.assets.clone(), LocalFiles::Refuse).expect("client")
+    HttpAssets::new(config.assets.clone()).expect("client")
 }
 
 #[tokio::test]

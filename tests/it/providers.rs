@@ -1,6 +1,7 @@
 //! Issue 5: the OpenAI and local diffusion providers against loopback mock servers that parse
 //! what we send the way the reference describes, plus breakers, fallback, dry run, safety and
-//! cost accounting through the real pipeline (SQLite in a temp dir).
+//! cost accounting through the real pipeline (SQLite in a temp dir). The last tests drive the
+//! pipeline with the in-memory adapters (`ScriptedEditor`, `MemoryAssets`) instead.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,12 +10,14 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use design_render::app::{self, Mode};
+use design_render::assets::memory::MemoryAssets;
+use design_render::assets::{AssetError, AssetRole};
 use design_render::config::{Config, ProviderKind, Secret};
 use design_render::failure::JobError;
 use design_render::job::{DesignId, RenderRequest, TenantId};
 use design_render::pipeline::{Disposition, Pipeline, RenderError, Silent};
-use design_render::providers::ProviderError;
-use design_render::providers::breaker::{Clock, ManualClock, SystemClock};
+use design_render::providers::scripted::{Answer, ScriptedEditor, ScriptedImage, paid_call};
+use design_render::providers::{ProviderError, Usage};
 use design_render::storage::{BlobStore, StorageError, StorageKey};
 use design_render::store::{DesignStatus, DesignStore, PaidCallEntry};
 use wiremock::matchers::{method, path};
@@ -56,11 +59,9 @@ fn openai_config(dir: &Path, server: &MockServer) -> Config {
     config
 }
 
-async fn pipeline(config: &Config, clock: Arc<dyn Clock>) -> Pipeline {
+async fn pipeline(config: &Config) -> Pipeline {
     helpers::init();
-    app::build_pipeline_with_clock(config, Mode::OneShot, clock)
-        .await
-        .unwrap()
+    app::build_pipeline(config, Mode::OneShot).await.unwrap()
 }
 
 fn png_b64(width: u32, height: u32) -> String {
@@ -215,7 +216,7 @@ async fn openai_success_records_usage_cost_and_sends_the_reference_request_shape
         .mount(&server)
         .await;
     let config = openai_config(dir.path(), &server);
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let prompt = "marble texture, mail me at jane.doe@example.com or call +1 555 123 4567";
     let output = pipeline
         .run(&request(dir.path(), "d-ok", prompt), &Silent)
@@ -255,7 +256,7 @@ async fn content_policy_is_permanent_and_does_not_count_against_the_breaker() {
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.circuit_breaker_threshold = 1;
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     for _ in 0..3 {
         let error = pipeline
             .run(&request(dir.path(), "d-policy", "a castle"), &Silent)
@@ -271,7 +272,8 @@ async fn content_policy_is_permanent_and_does_not_count_against_the_breaker() {
     // Three calls reached the mock with a threshold of 1: the breaker never opened.
 }
 
-#[tokio::test]
+// `tokio::time::pause` needs the current-thread runtime; spelled out because the test relies on it.
+#[tokio::test(flavor = "current_thread")]
 async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes_it() {
     let dir = tempfile::tempdir().unwrap();
     let openai = MockServer::start().await;
@@ -301,8 +303,7 @@ async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes
         .await;
     let mut config = openai_config(dir.path(), &openai);
     config.providers.local_diffusion_url = Some(url::Url::parse(&local.uri()).unwrap());
-    let clock = Arc::new(ManualClock::new());
-    let pipeline = pipeline(&config, clock.clone()).await;
+    let pipeline = pipeline(&config).await;
     for attempt in 0..5 {
         let output = pipeline
             .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
@@ -331,7 +332,12 @@ async fn five_server_errors_open_the_breaker_fall_back_and_then_one_probe_closes
     );
     assert_eq!(received(&openai).await, 5);
     // After CIRCUIT_BREAKER_TIMEOUT the single probe goes through, succeeds and closes it.
-    clock.advance(Duration::from_millis(60_001));
+    // The breaker reads tokio's clock. Time is paused only while nothing is in flight, and
+    // resumed before the next request: auto-advance on a paused clock would fire reqwest's and
+    // the pool's timers while the mock servers answer over real sockets.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(60_001)).await;
+    tokio::time::resume();
     let output = pipeline
         .run(&request(dir.path(), "d-breaker", "brick wall"), &Silent)
         .await
@@ -368,7 +374,7 @@ async fn a_failed_render_records_what_every_provider_did() {
     let mut config = openai_config(dir.path(), &openai);
     config.providers.local_diffusion_url = Some(url::Url::parse(&local.uri()).unwrap());
     config.providers.render_providers = Some(vec![ProviderKind::OpenAi, ProviderKind::LocalDiffusion]);
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let job = request(dir.path(), "d-exhausted", "weathered brick");
 
     let error = pipeline.run(&job, &Silent).await.unwrap_err();
@@ -429,7 +435,7 @@ async fn rate_limit_is_transient_and_honours_retry_after() {
         .mount(&server)
         .await;
     let config = openai_config(dir.path(), &server);
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let error = pipeline
         .run(&request(dir.path(), "d-429", "tiles"), &Silent)
         .await
@@ -453,7 +459,7 @@ async fn token_limit_fails_permanently_before_any_request() {
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.max_tokens_per_job = 1000; // hd at 1024x1024 alone is 4160 output tokens
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let error = pipeline
         .run(&request(dir.path(), "d-cap", "tiles"), &Silent)
         .await
@@ -473,7 +479,7 @@ async fn dry_run_makes_no_request_and_records_an_estimate_at_zero_cents() {
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.dry_run = true;
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let output = pipeline
         .run(&request(dir.path(), "d-dry", "tiles"), &Silent)
         .await
@@ -508,7 +514,7 @@ async fn blocked_and_obfuscated_prompts_never_reach_the_provider() {
     std::fs::write(&blocklist, "# test list\nviolence/graphic: severed head\n").unwrap();
     let mut config = openai_config(dir.path(), &server);
     config.providers.prompt_blocklist = Some(blocklist);
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     for prompt in [
         "a severed head on marble",
         "a S3V3R3D  h e a d",
@@ -547,7 +553,7 @@ async fn moderation_pre_check_blocks_before_the_edit_and_names_the_category() {
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.openai_moderation_enabled = true;
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let error = pipeline
         .run(&request(dir.path(), "d-mod", "a fight"), &Silent)
         .await
@@ -568,7 +574,7 @@ async fn a_refused_key_is_a_configuration_error_without_the_key_in_the_message()
         .await;
     let mut config = openai_config(dir.path(), &server);
     config.providers.openai_api_key = Some(Secret::new("sk-wrong-SECRETSECRET"));
-    let pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&config).await;
     let error = pipeline
         .run(&request(dir.path(), "d-401", "tiles"), &Silent)
         .await
@@ -622,7 +628,7 @@ async fn local_diffusion_success_sends_an_inpainting_body_and_costs_nothing() {
         .expect(1)
         .mount(&server)
         .await;
-    let pipeline = pipeline(&local_only(dir.path(), &server), Arc::new(SystemClock)).await;
+    let pipeline = pipeline(&local_only(dir.path(), &server)).await;
     let output = pipeline
         .run(&request(dir.path(), "d-local", "mossy stone"), &Silent)
         .await
@@ -639,7 +645,7 @@ async fn local_diffusion_timeout_and_garbage_are_transient_and_clear() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .mount(&slow)
         .await;
-    let pipeline_slow = pipeline(&local_only(dir.path(), &slow), Arc::new(SystemClock)).await;
+    let pipeline_slow = pipeline(&local_only(dir.path(), &slow)).await;
     let error = pipeline_slow
         .run(&request(dir.path(), "d-slow", "moss"), &Silent)
         .await
@@ -653,7 +659,7 @@ async fn local_diffusion_timeout_and_garbage_are_transient_and_clear() {
         .mount(&garbage)
         .await;
     let other = tempfile::tempdir().unwrap();
-    let pipeline_garbage = pipeline(&local_only(other.path(), &garbage), Arc::new(SystemClock)).await;
+    let pipeline_garbage = pipeline(&local_only(other.path(), &garbage)).await;
     let error = pipeline_garbage
         .run(&request(other.path(), "d-garbage", "moss"), &Silent)
         .await
@@ -665,17 +671,13 @@ async fn local_diffusion_timeout_and_garbage_are_transient_and_clear() {
 #[test]
 fn provider_order_follows_render_providers_then_the_spec_default() {
     let dir = tempfile::tempdir().unwrap();
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut config = Config::for_tests(dir.path()).providers;
     config.openai_image_model = "gpt-image-1".into();
-    assert_eq!(
-        app::build_editor(&config, clock.clone()).unwrap().order,
-        vec!["builtin"]
-    );
+    assert_eq!(app::build_editor(&config).unwrap().order, vec!["builtin"]);
     config.openai_api_key = Some(Secret::new(KEY));
     config.local_diffusion_url = Some(url::Url::parse("http://127.0.0.1:7860").unwrap());
     assert_eq!(
-        app::build_editor(&config, clock.clone()).unwrap().order,
+        app::build_editor(&config).unwrap().order,
         vec!["openai", "local-diffusion"]
     );
     config.render_providers = Some(vec![
@@ -684,23 +686,17 @@ fn provider_order_follows_render_providers_then_the_spec_default() {
         ProviderKind::Builtin,
     ]);
     assert_eq!(
-        app::build_editor(&config, clock.clone()).unwrap().order,
+        app::build_editor(&config).unwrap().order,
         vec!["local-diffusion", "openai", "builtin"]
     );
     config.openai_image_edit_enabled = false;
-    assert!(
-        app::build_editor(&config, clock.clone()).is_err(),
-        "listed but disabled"
-    );
+    assert!(app::build_editor(&config).is_err(), "listed but disabled");
     config.render_providers = None;
-    assert_eq!(
-        app::build_editor(&config, clock.clone()).unwrap().order,
-        vec!["local-diffusion"]
-    );
+    assert_eq!(app::build_editor(&config).unwrap().order, vec!["local-diffusion"]);
     // The default model is not fully priced by the reference: refused at start-up.
     config.openai_image_edit_enabled = true;
     config.openai_image_model = "gpt-image-1.5".into();
-    let error = app::build_editor(&config, clock).err().unwrap();
+    let error = app::build_editor(&config).err().unwrap();
     assert!(format!("{error:#}").contains("PRICE_TABLE_OVERRIDES"), "{error:#}");
 }
 
@@ -747,7 +743,7 @@ async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
         .mount(&server)
         .await;
     let config = openai_config(dir.path(), &server);
-    let mut pipeline = pipeline(&config, Arc::new(SystemClock)).await;
+    let mut pipeline = pipeline(&config).await;
     pipeline.blobs = Arc::new(FlakyBlobs {
         inner: Arc::clone(&pipeline.blobs),
         fail: AtomicUsize::new(1),
@@ -865,4 +861,129 @@ fn provider_errors_never_print_the_key() {
         reason: design_render::providers::openai::scrub(&format!("Incorrect API key provided: {KEY}"), KEY),
     };
     assert!(!format!("{error} {error:?}").contains("abcdef"));
+}
+
+/// A pipeline whose inputs come from `MemoryAssets` and whose provider is `editor`.
+async fn scripted_pipeline(dir: &Path, editor: Arc<ScriptedEditor>) -> (Pipeline, Arc<MemoryAssets>) {
+    let assets = Arc::new(MemoryAssets::new());
+    assets
+        .serve("https://assets.test/base.png", helpers::gradient_png(64, 48))
+        .serve("https://assets.test/mask.png", helpers::square_mask_png(64, 48));
+    let mut pipeline = pipeline(&Config::for_tests(dir)).await;
+    pipeline.assets = assets.clone();
+    pipeline.editor = editor;
+    (pipeline, assets)
+}
+
+fn scripted_request(design: &str, prompt: &str) -> RenderRequest {
+    let payload = serde_json::json!({
+        "designId": design, "tenantId": "tenant-1", "prompt": prompt,
+        "baseTextureUrl": "https://assets.test/base.png", "maskUrl": "https://assets.test/mask.png",
+        "renderOptions": {"quality": "hd", "size": "128x128"},
+    });
+    RenderRequest::from_json(payload.to_string().as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn a_scripted_paid_call_is_costed_on_the_row_and_the_provider_sees_the_safe_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let usage = Usage {
+        input_tokens: 110,
+        output_tokens: 4160,
+    };
+    let editor = Arc::new(ScriptedEditor::new([Answer::paid(
+        ScriptedImage::Solid([200, 10, 10, 255]),
+        paid_call("scripted:call-1", usage, 16_727_500),
+    )]));
+    let (pipeline, assets) = scripted_pipeline(dir.path(), editor.clone()).await;
+    let output = pipeline
+        .run(
+            &scripted_request("d-scripted", "slate, mail jane.doe@example.com"),
+            &Silent,
+        )
+        .await
+        .unwrap();
+    assert_eq!(output.metadata["provider"], "scripted");
+    assert_eq!((output.cost_tokens, output.cost_cents), (4270, EXPECTED_CENTS));
+    assert_eq!(output.metadata["cost"]["calls"]["scripted:call-1"]["tokens"], 4270);
+    let row = pipeline
+        .designs
+        .get(&DesignId::parse("d-scripted").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.cost_tokens, row.cost_cents), (4270, EXPECTED_CENTS));
+
+    let received = editor.requests();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].mask, "the mask reached the provider");
+    assert_eq!(received[0].image, (64, 48));
+    assert_eq!(
+        received[0].size,
+        design_render::job::RenderSize::parse("128x128").unwrap()
+    );
+    assert!(received[0].prompt.starts_with("slate"), "{}", received[0].prompt);
+    assert!(
+        !received[0].prompt.contains('@'),
+        "PII reached the provider: {}",
+        received[0].prompt
+    );
+    let mut loaded: Vec<(String, AssetRole)> = assets
+        .requests()
+        .into_iter()
+        .map(|request| (request.asset, request.role))
+        .collect();
+    loaded.sort_by_key(|(asset, _)| asset.clone());
+    assert_eq!(
+        loaded,
+        [
+            ("https://assets.test/base.png".to_owned(), AssetRole::BaseTexture),
+            ("https://assets.test/mask.png".to_owned(), AssetRole::Mask),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_job_held_mid_inpaint_is_processing_until_the_scripted_provider_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(tokio::sync::Barrier::new(2));
+    let editor = Arc::new(ScriptedEditor::new([Answer::base().held_at(gate.clone())]));
+    let (pipeline, _assets) = scripted_pipeline(dir.path(), editor.clone()).await;
+    let pipeline = Arc::new(pipeline);
+    let job = tokio::spawn({
+        let pipeline = Arc::clone(&pipeline);
+        async move { pipeline.run(&scripted_request("d-held", "slate"), &Silent).await }
+    });
+    // First rendezvous: the job has reached the provider and is held there.
+    gate.wait().await;
+    let design = DesignId::parse("d-held").unwrap();
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!(row.status, DesignStatus::Processing);
+    assert!(!job.is_finished());
+    // Second rendezvous: the provider answers and the job completes.
+    gate.wait().await;
+    let output = job.await.unwrap().unwrap();
+    assert_eq!(output.status, "COMPLETED");
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!(row.status, DesignStatus::Completed);
+    assert_eq!(editor.remaining(), 0);
+}
+
+#[tokio::test]
+async fn a_scripted_asset_failure_fails_the_render_with_its_code_and_disposition() {
+    let dir = tempfile::tempdir().unwrap();
+    let editor = Arc::new(ScriptedEditor::new([]));
+    let (pipeline, assets) = scripted_pipeline(dir.path(), editor.clone()).await;
+    assets.fail("https://assets.test/mask.png", |field| AssetError::Status {
+        field,
+        status: 503,
+    });
+    let error = pipeline
+        .run(&scripted_request("d-asset", "slate"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "asset_http_status");
+    assert_eq!(error.disposition(), Disposition::Retry);
+    assert!(error.to_string().contains("maskUrl"), "{error}");
+    assert!(editor.requests().is_empty(), "no provider call without inputs");
 }

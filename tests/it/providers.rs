@@ -903,9 +903,12 @@ async fn a_scripted_paid_call_is_costed_on_the_row_and_the_provider_sees_the_saf
         )
         .await
         .unwrap();
-    assert_eq!(output.metadata["provider"], "scripted");
+    assert_eq!(helpers::json(&output.metadata)["provider"], "scripted");
     assert_eq!((output.cost_tokens, output.cost_cents), (4270, EXPECTED_CENTS));
-    assert_eq!(output.metadata["cost"]["calls"]["scripted:call-1"]["tokens"], 4270);
+    assert_eq!(
+        helpers::json(&output.metadata)["cost"]["calls"]["scripted:call-1"]["tokens"],
+        4270
+    );
     let row = pipeline
         .designs
         .get(&DesignId::parse("d-scripted").unwrap())

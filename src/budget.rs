@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::error_code::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 /// Image quality as the GPT image models understand it (reference §1, `quality` for GPT image
@@ -600,13 +601,13 @@ fn invalid(reason: String) -> BudgetError {
 
 impl BudgetError {
     /// A stable, low-cardinality code for the DB, events and metric labels.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            BudgetError::TokenLimitExceeded { .. } => "token_limit_exceeded",
-            BudgetError::UnknownModel { .. } => "price_model_unknown",
-            BudgetError::MissingPrice { .. } => "price_missing",
-            BudgetError::UsageMismatch { .. } => "price_usage_mismatch",
-            BudgetError::InvalidOverrides { .. } => "price_overrides_invalid",
+            BudgetError::TokenLimitExceeded { .. } => ErrorCode::TokenLimitExceeded,
+            BudgetError::UnknownModel { .. } => ErrorCode::PriceModelUnknown,
+            BudgetError::MissingPrice { .. } => ErrorCode::PriceMissing,
+            BudgetError::UsageMismatch { .. } => ErrorCode::PriceUsageMismatch,
+            BudgetError::InvalidOverrides { .. } => ErrorCode::PriceOverridesInvalid,
         }
     }
 }

@@ -123,6 +123,13 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// Lets tests and callers compare with the wire spelling: `assert_eq!(error.code(), "image_corrupt")`.
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl serde::Serialize for ErrorCode {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())

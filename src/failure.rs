@@ -8,6 +8,7 @@
 //!
 //! Pure: no IO happens here.
 
+use crate::error_code::ErrorCode;
 use crate::pipeline::{Disposition, RenderError};
 use crate::providers::ProviderError;
 use crate::store::{FailedRender, StoreError};
@@ -27,11 +28,11 @@ pub enum JobError {
 
 impl JobError {
     /// A stable, low-cardinality code for the database, events, logs and metric labels.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             Self::Render(error) => error.code(),
-            Self::Tenancy(error) => error.code(),
-            Self::Panicked => "internal",
+            Self::Tenancy(_) => ErrorCode::TenantSlotsUnavailable,
+            Self::Panicked => ErrorCode::Internal,
         }
     }
 
@@ -57,7 +58,7 @@ impl JobError {
             _ => None,
         };
         FailedRender {
-            code: self.code(),
+            code: self.code().as_str(),
             message: self.to_string(),
             cost_tokens: 0,
             cost_cents: 0,
@@ -76,7 +77,7 @@ impl JobError {
 }
 
 /// A message followed by its stable code in brackets, the one format every surface uses.
-pub fn with_code(message: &dyn std::fmt::Display, code: &str) -> String {
+pub fn with_code(message: &dyn std::fmt::Display, code: ErrorCode) -> String {
     format!("{message} [{code}]")
 }
 

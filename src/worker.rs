@@ -169,7 +169,7 @@ impl RenderWorker {
         let settlement = settle(&error, delivery.attempt, delivery.attempts_allowed);
         if settlement.is_final {
             tracing::warn!(
-                error.code = error.code(),
+                error.code = %error.code(),
                 "Job {} failed for good (design {}, attempt {} of {}): {error}",
                 delivery.job_id,
                 subject.design_id.escape_debug(),
@@ -178,7 +178,7 @@ impl RenderWorker {
             );
         } else {
             tracing::info!(
-                error.code = error.code(),
+                error.code = %error.code(),
                 "Attempt {} of {} of job {} failed, will retry: {error}",
                 delivery.attempt,
                 delivery.attempts_allowed,
@@ -195,7 +195,7 @@ impl RenderWorker {
             let event = RenderEvent::failed(
                 subject,
                 EventError {
-                    code: error.code().to_owned(),
+                    code: error.code(),
                     message: error.to_string(),
                     permanent: error.disposition() == Disposition::Abort,
                 },
@@ -210,7 +210,7 @@ impl RenderWorker {
 
     async fn publish(&self, event: &RenderEvent) {
         if let Err(error) = self.events.publish(event).await {
-            tracing::warn!(error.code = error.code(), "Could not publish {}: {error}", event.event);
+            tracing::warn!(error.code = %error.code(), "Could not publish {}: {error}", event.event);
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod http;
 pub mod local;
 pub mod memory;
 
+use crate::error_code::ErrorCode;
 use crate::job::AssetRef;
 
 /// Which input an asset is; used to name the payload field in errors.
@@ -86,14 +87,14 @@ impl AssetError {
     }
 
     /// A stable, low-cardinality code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::LocalRefused { .. } | Self::Blocked { .. } | Self::Redirect { .. } => "asset_refused",
-            Self::LocalRead { .. } => "asset_unreadable",
-            Self::TooLarge { .. } => "asset_too_large",
-            Self::Status { .. } => "asset_http_status",
-            Self::Timeout { .. } => "asset_timeout",
-            Self::Network { .. } => "asset_network",
+            Self::LocalRefused { .. } | Self::Blocked { .. } | Self::Redirect { .. } => ErrorCode::AssetRefused,
+            Self::LocalRead { .. } => ErrorCode::AssetUnreadable,
+            Self::TooLarge { .. } => ErrorCode::AssetTooLarge,
+            Self::Status { .. } => ErrorCode::AssetHttpStatus,
+            Self::Timeout { .. } => ErrorCode::AssetTimeout,
+            Self::Network { .. } => ErrorCode::AssetNetwork,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod webhook;
 
 use std::sync::Arc;
 
+use crate::error_code::ErrorCode;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 
@@ -54,8 +55,8 @@ pub struct RenderEvent {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventError {
-    /// A stable code (`invalid_payload`, `asset_refused`, `provider_timeout`, …).
-    pub code: String,
+    /// A stable code (`invalid_payload`, `asset_refused`, `provider_unavailable`, …).
+    pub code: ErrorCode,
     pub message: String,
     /// Whether the error was permanent (no attempt could succeed).
     pub permanent: bool,
@@ -126,11 +127,11 @@ pub enum EventSinkError {
 }
 
 impl EventSinkError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Serialize(_) => "event_serialize",
-            Self::Unavailable { .. } => "event_sink_unavailable",
-            Self::Rejected { .. } => "event_sink_rejected",
+            Self::Serialize(_) => ErrorCode::EventSerialize,
+            Self::Unavailable { .. } => ErrorCode::EventSinkUnavailable,
+            Self::Rejected { .. } => ErrorCode::EventSinkRejected,
         }
     }
 }
@@ -215,7 +216,7 @@ mod tests {
         let event = RenderEvent::failed(
             subject(),
             EventError {
-                code: "asset_refused".into(),
+                code: ErrorCode::AssetRefused,
                 message: "`baseTextureUrl` refused".into(),
                 permanent: true,
             },
@@ -251,7 +252,7 @@ mod tests {
         let event = RenderEvent::failed(
             subject(),
             EventError {
-                code: "x".into(),
+                code: ErrorCode::Internal,
                 message: "y".into(),
                 permanent: false,
             },

@@ -101,7 +101,7 @@ mod tests {
                 attempts_made: 1,
             },
             EventError {
-                code: "invalid_payload".into(),
+                code: crate::error_code::ErrorCode::InvalidPayload,
                 message: "bad".into(),
                 permanent: true,
             },

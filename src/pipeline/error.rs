@@ -2,6 +2,7 @@
 //! which stable code to report.
 
 use crate::assets::AssetError;
+use crate::error_code::ErrorCode;
 use crate::imaging::EncodeError;
 use crate::imaging::codec::DecodeError;
 use crate::job::PayloadError;
@@ -60,23 +61,23 @@ impl RenderError {
     }
 
     /// A stable, low-cardinality code for the database, events and metric labels.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Payload(_) => "invalid_payload",
+            Self::Payload(_) => ErrorCode::InvalidPayload,
             Self::Prompt(rejection) => rejection.code(),
             Self::Asset(error) => error.code(),
             Self::Decode { source, .. } => match source {
-                DecodeError::UnknownFormat => "image_format_unsupported",
-                DecodeError::TooWide { .. } | DecodeError::TooManyPixels { .. } => "image_too_large",
-                DecodeError::Empty | DecodeError::Corrupt(_) => "image_corrupt",
+                DecodeError::UnknownFormat => ErrorCode::ImageFormatUnsupported,
+                DecodeError::TooWide { .. } | DecodeError::TooManyPixels { .. } => ErrorCode::ImageTooLarge,
+                DecodeError::Empty | DecodeError::Corrupt(_) => ErrorCode::ImageCorrupt,
             },
             Self::Provider(error) => error.code(),
-            Self::Encode(_) => "encode_failed",
-            Self::Storage(_) => "storage_failed",
-            Self::Store(StoreError::NotFound { .. }) => "design_not_found",
-            Self::Store(StoreError::Schema(_)) => "database_schema",
-            Self::Store(StoreError::Unavailable(_)) => "database_unavailable",
-            Self::Internal(_) => "internal",
+            Self::Encode(_) => ErrorCode::EncodeFailed,
+            Self::Storage(_) => ErrorCode::StorageFailed,
+            Self::Store(StoreError::NotFound { .. }) => ErrorCode::DesignNotFound,
+            Self::Store(StoreError::Schema(_)) => ErrorCode::DatabaseSchema,
+            Self::Store(StoreError::Unavailable(_)) => ErrorCode::DatabaseUnavailable,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -117,7 +118,7 @@ mod tests {
         };
         assert_eq!(
             (bomb.disposition(), bomb.code()),
-            (Disposition::Abort, "image_too_large")
+            (Disposition::Abort, ErrorCode::ImageTooLarge)
         );
         assert!(bomb.to_string().starts_with("`baseTextureUrl`"));
         let db = RenderError::Store(StoreError::Unavailable("connection refused".into()));

@@ -68,7 +68,7 @@ impl ImageEditor for FallbackChain {
                 Err(error) => {
                     attempts.push(Attempt {
                         provider: editor.name(),
-                        outcome: error.code(),
+                        outcome: error.code().as_str(),
                         latency_ms,
                     });
                     let moves_on = error.is_retryable() || matches!(error, ProviderError::Misconfigured { .. });
@@ -77,7 +77,7 @@ impl ImageEditor for FallbackChain {
                     }
                     tracing::info!(
                         provider = editor.name(),
-                        error.code = error.code(),
+                        error.code = %error.code(),
                         "provider {} failed ({error}); trying the next one",
                         editor.name()
                     );

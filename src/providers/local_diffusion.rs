@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::{Accounting, EditRequest, EditResponse, ImageEditor, ProviderError, Usage, http};
 use crate::config::InpaintOverrides;
+use crate::error_code::ErrorCode;
 
 pub const NAME: &str = "local-diffusion";
 
@@ -161,7 +162,7 @@ fn png_base64(image: &image::DynamicImage) -> Result<String, ProviderError> {
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
         .map_err(|error| ProviderError::Rejected {
             provider: NAME,
-            code: "image_encode_failed",
+            code: ErrorCode::ImageEncodeFailed,
             reason: error.to_string(),
         })?;
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))

@@ -16,6 +16,7 @@ pub mod scripted;
 
 use image::{GrayImage, RgbaImage};
 
+use crate::error_code::ErrorCode;
 use crate::job::{Quality, RenderSize};
 use crate::safety::SafePrompt;
 
@@ -122,7 +123,7 @@ pub enum ProviderError {
     #[error("{provider} rejected the request: {reason}")]
     Rejected {
         provider: &'static str,
-        code: &'static str,
+        code: ErrorCode,
         reason: String,
     },
     /// The provider is misconfigured (bad credentials, unknown model); an operator must act.
@@ -168,13 +169,13 @@ impl ProviderError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Rejected { code, .. } => code,
-            Self::Misconfigured { .. } => "provider_misconfigured",
-            Self::Unavailable { .. } => "provider_unavailable",
-            Self::CircuitOpen { .. } => "provider_circuit_open",
-            Self::Exhausted { .. } => "providers_exhausted",
+            Self::Rejected { code, .. } => *code,
+            Self::Misconfigured { .. } => ErrorCode::ProviderMisconfigured,
+            Self::Unavailable { .. } => ErrorCode::ProviderUnavailable,
+            Self::CircuitOpen { .. } => ErrorCode::ProviderCircuitOpen,
+            Self::Exhausted { .. } => ErrorCode::ProvidersExhausted,
         }
     }
 }

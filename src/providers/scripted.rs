@@ -289,7 +289,7 @@ mod tests {
             Answer::solid([10, 20, 30, 255]),
             Answer::fail(ProviderError::Rejected {
                 provider: "openai",
-                code: "provider_content_blocked",
+                code: crate::error_code::ErrorCode::ProviderContentBlocked,
                 reason: "blocked by provider".into(),
             }),
         ]);

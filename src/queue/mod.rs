@@ -16,6 +16,7 @@ pub use connection::{connection_options, redis_connection};
 pub use consumer::serve;
 pub use producer::{JOB_NAME, Submission, enqueue};
 
+use crate::error_code::ErrorCode;
 use crate::job::PayloadError;
 use crate::pipeline::Disposition;
 
@@ -28,10 +29,10 @@ pub enum QueueError {
 }
 
 impl QueueError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::Unavailable(_) => "queue_unavailable",
-            Self::Payload(_) => "invalid_payload",
+            Self::Unavailable(_) => ErrorCode::QueueUnavailable,
+            Self::Payload(_) => ErrorCode::InvalidPayload,
         }
     }
 

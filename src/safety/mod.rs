@@ -82,6 +82,7 @@ use std::fmt;
 
 use self::matcher::{PhraseMatcher, Skeleton, SkeletonMode, Skeletons};
 pub use self::pii::RedactionKind;
+use crate::error_code::ErrorCode;
 
 /// Prompt text that went through [`sanitize`]. The only way to build one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -194,10 +195,10 @@ impl fmt::Display for SafePrompt {
 
 impl PromptRejection {
     /// A stable code for the DB, events and metric labels.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            PromptRejection::Empty => "prompt_empty",
-            PromptRejection::Blocked { .. } => "prompt_blocked",
+            PromptRejection::Empty => ErrorCode::PromptEmpty,
+            PromptRejection::Blocked { .. } => ErrorCode::PromptBlocked,
         }
     }
 

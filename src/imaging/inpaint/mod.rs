@@ -19,6 +19,7 @@ pub mod textures;
 pub use patchmatch::{PatchMatchParams, patchmatch_fill};
 pub use telea::telea_fill;
 
+use crate::error_code::ErrorCode;
 use image::{GrayImage, RgbaImage};
 
 /// Why a fill could not run. Both variants are caller errors, so retrying cannot help.
@@ -37,10 +38,10 @@ pub enum FillError {
 
 impl FillError {
     /// A stable, low-cardinality code for the DB, events and metric labels.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            FillError::SizeMismatch { .. } => "fill_mask_size_mismatch",
-            FillError::NoSource => "fill_no_source",
+            FillError::SizeMismatch { .. } => ErrorCode::FillMaskSizeMismatch,
+            FillError::NoSource => ErrorCode::FillNoSource,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use super::NAME;
 use super::wire::ErrorEnvelope;
+use crate::error_code::ErrorCode;
 use crate::providers::{ProviderError, http};
 
 /// Maps a non-2xx answer.
@@ -30,7 +31,7 @@ pub(super) fn status_error(status: u16, headers: &reqwest::header::HeaderMap, bo
                 .filter(|categories| !categories.is_empty());
             ProviderError::Rejected {
                 provider: NAME,
-                code: "provider_content_blocked",
+                code: ErrorCode::ProviderContentBlocked,
                 reason: match categories {
                     Some(categories) => format!("blocked by provider (category: {categories})"),
                     None => "blocked by provider".to_owned(),
@@ -61,7 +62,7 @@ pub(super) fn status_error(status: u16, headers: &reqwest::header::HeaderMap, bo
         }
         _ => ProviderError::Rejected {
             provider: NAME,
-            code: "provider_rejected",
+            code: ErrorCode::ProviderRejected,
             reason: format!("HTTP {status}: {message}"),
         },
     }
@@ -159,7 +160,10 @@ mod tests {
         assert_eq!(limited.retry_after(), Some(std::time::Duration::from_secs(7)));
         assert!(limited.to_string().contains("rate limited"), "{limited}");
         let server = status_error(503, &none, "not json", KEY);
-        assert_eq!((server.code(), server.retry_after()), ("provider_unavailable", None));
+        assert_eq!(
+            (server.code(), server.retry_after()),
+            (ErrorCode::ProviderUnavailable, None)
+        );
         assert!(server.to_string().contains("HTTP 503"), "{server}");
         let other = status_error(404, &none, &envelope("no such route", "x", None), KEY);
         assert_eq!(other.code(), "provider_rejected");

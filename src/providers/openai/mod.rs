@@ -28,6 +28,7 @@ pub use wire::to_openai_mask;
 use super::{Accounting, EditRequest, EditResponse, ImageEditor, PaidCall, ProviderError, http};
 use crate::budget::{self, PriceTable};
 use crate::config::Secret;
+use crate::error_code::ErrorCode;
 
 pub const NAME: &str = "openai";
 
@@ -132,7 +133,7 @@ impl OpenAiEditor {
             };
             return Err(ProviderError::Rejected {
                 provider: NAME,
-                code: "prompt_blocked",
+                code: ErrorCode::PromptBlocked,
                 reason: format!("prompt blocked by moderation (category: {categories})"),
             });
         }
@@ -169,7 +170,7 @@ impl ImageEditor for OpenAiEditor {
         if request.prompt.char_count() > budget::prompt_char_limit(model) {
             return Err(ProviderError::Rejected {
                 provider: NAME,
-                code: "prompt_too_long",
+                code: ErrorCode::PromptTooLong,
                 reason: format!("prompt is longer than {model} accepts"),
             });
         }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::NAME;
 use super::plan::{RequestPlan, is_dall_e_2};
 use crate::budget::TokenUsage;
+use crate::error_code::ErrorCode;
 use crate::providers::ProviderError;
 
 /// The moderation model named in reference §6.
@@ -70,7 +71,7 @@ pub(super) fn build_form(
     let png = |image: &RgbaImage, name: &'static str| -> Result<reqwest::multipart::Part, ProviderError> {
         let bytes = crate::imaging::codec::encode_rgba_png(image).map_err(|error| ProviderError::Rejected {
             provider: NAME,
-            code: "image_encode_failed",
+            code: ErrorCode::ImageEncodeFailed,
             reason: error.to_string(),
         })?;
         reqwest::multipart::Part::bytes(bytes)
@@ -78,7 +79,7 @@ pub(super) fn build_form(
             .mime_str("image/png")
             .map_err(|error| ProviderError::Rejected {
                 provider: NAME,
-                code: "image_encode_failed",
+                code: ErrorCode::ImageEncodeFailed,
                 reason: error.to_string(),
             })
     };

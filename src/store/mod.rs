@@ -1,9 +1,11 @@
 //! The Design-record port: status transitions of one Design row.
 //!
 //! The schema is the backend's Prisma `Design` model (table `"Design"`, camelCase columns, the
-//! `DesignStatus` enum) plus the render columns. Adapters: PostgreSQL (shared with the backend)
-//! and SQLite (embedded, for the one-shot CLI). Only this module tree contains SQL.
+//! `DesignStatus` enum) plus the render columns. Adapters: PostgreSQL (shared with the backend),
+//! SQLite (embedded, for the one-shot CLI) and memory (tests and local runs, same semantics).
+//! Only this module tree contains SQL.
 
+pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 

@@ -522,7 +522,7 @@ pub async fn an_unknown_id_reads_as_none(subject: &dyn DesignStoreUnderTest) {
 }
 
 /// One test per suite function and mode for an adapter module that defines
-/// `async fn open(MissingDesign) -> impl DesignStoreUnderTest` with an async `finish`.
+/// `async fn open(MissingDesign) -> impl DesignStoreUnderTest`; the fixture cleans up in `Drop`.
 macro_rules! design_store_conformance {
     (@call $test:ident) => { super::$test };
     (@call $test:ident $suite:ident) => { super::$suite };
@@ -548,7 +548,6 @@ macro_rules! design_store_conformance {
             async fn $test() {
                 let subject = open(MissingDesign::$mode).await;
                 design_store_conformance!(@call $test $($suite)?)(&subject).await;
-                subject.finish().await;
             }
         )*
     };
@@ -562,10 +561,6 @@ mod memory {
     use super::DesignStoreUnderTest;
 
     struct Memory(MemoryDesignStore);
-
-    impl Memory {
-        async fn finish(self) {}
-    }
 
     #[async_trait::async_trait]
     impl DesignStoreUnderTest for Memory {
@@ -597,12 +592,6 @@ mod sqlite {
         store: SqliteDesignStore,
         seed: sqlx::SqlitePool,
         _dir: tempfile::TempDir,
-    }
-
-    impl Sqlite {
-        async fn finish(self) {
-            self.seed.close().await;
-        }
     }
 
     #[async_trait::async_trait]
@@ -640,62 +629,25 @@ mod sqlite {
 
 mod postgres {
     use design_render::job::{DesignId, TenantId};
-    use design_render::store::postgres::{PgDesignStore, PgSettings};
     use design_render::store::{DesignStore, MissingDesign};
 
     use super::DesignStoreUnderTest;
-    use crate::helpers::{PG_URL, create_schema};
-
-    /// A store on a fresh schema of its own, dropped by `finish`.
-    struct Postgres {
-        store: PgDesignStore,
-        admin: sqlx::PgPool,
-        schema: String,
-    }
-
-    impl Postgres {
-        async fn finish(self) {
-            self.store.pool().close().await;
-            sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP SCHEMA "{}" CASCADE"#, self.schema)))
-                .execute(&self.admin)
-                .await
-                .expect("drop test schema");
-            self.admin.close().await;
-        }
-    }
+    use crate::helpers::PgSchema;
 
     #[async_trait::async_trait]
-    impl DesignStoreUnderTest for Postgres {
+    impl DesignStoreUnderTest for PgSchema {
         fn store(&self) -> &dyn DesignStore {
             &self.store
         }
 
         async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
-            sqlx::query(
-                r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt") VALUES ($1, $2, 'PENDING', now())"#,
-            )
-            .bind(design.as_str())
-            .bind(tenant.as_str())
-            .execute(self.store.pool())
-            .await
-            .expect("insert pending design");
+            self.insert_design(design.as_str(), tenant.as_str()).await;
         }
     }
 
-    async fn open(missing: MissingDesign) -> Postgres {
-        let (admin, schema) = create_schema("dr_conf").await;
-        let store = PgDesignStore::connect(
-            PgSettings {
-                url: PG_URL,
-                schema: Some(&schema),
-                max_connections: 2,
-                run_migrations: true,
-            },
-            missing,
-        )
-        .await
-        .expect("connect and migrate");
-        Postgres { store, admin, schema }
+    /// A store on a fresh schema of its own, dropped with the fixture.
+    async fn open(missing: MissingDesign) -> PgSchema {
+        PgSchema::with_missing(missing).await
     }
 
     design_store_conformance!();

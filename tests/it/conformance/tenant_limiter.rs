@@ -161,7 +161,7 @@ pub async fn the_same_token_reacquires_without_a_second_slot(limiter: &dyn Tenan
 }
 
 /// One test per suite function, with the given test attribute, for an adapter module that defines
-/// `async fn open()` returning a fixture with `limiter()` and an async `finish`.
+/// `async fn open()` returning a fixture with `limiter()` that cleans up in `Drop`.
 macro_rules! tenant_limiter_conformance {
     (#[$attribute:meta]) => {
         tenant_limiter_conformance!(#[$attribute]
@@ -180,7 +180,6 @@ macro_rules! tenant_limiter_conformance {
             async fn $test() {
                 let subject = open().await;
                 super::$test(subject.limiter()).await;
-                subject.finish().await;
             }
         )*
     };
@@ -197,8 +196,6 @@ mod memory {
         fn limiter(&self) -> &dyn TenantLimiter {
             &self.0
         }
-
-        async fn finish(self) {}
     }
 
     /// A long lease: under paused time it costs nothing, and it proves no test relies on wall time.
@@ -215,46 +212,21 @@ mod redis {
     use design_render::tenancy::{RedisTenantLimiter, TenantLimiter};
     use redis::aio::MultiplexedConnection;
 
-    use crate::helpers::unique;
-
-    const REDIS_URL: &str = "redis://127.0.0.1:6379";
+    use crate::helpers::{REDIS_URL, RedisKeys};
 
     /// Short, so expiry tests wait about a second; long enough that a "still held" check keeps
     /// 200 ms of slack.
     const LEASE: Duration = Duration::from_millis(500);
 
+    /// The limiter on a prefix of its own, whose keys are deleted with the fixture.
     struct Redis {
         limiter: RedisTenantLimiter<MultiplexedConnection>,
-        connection: MultiplexedConnection,
-        prefix: String,
+        _keys: RedisKeys,
     }
 
     impl Redis {
         fn limiter(&self) -> &dyn TenantLimiter {
             &self.limiter
-        }
-
-        /// Deletes this test's keys (and only those), found with SCAN.
-        async fn finish(mut self) {
-            let pattern = format!("{}:*", self.prefix);
-            let keys: Vec<String> = {
-                let mut found: redis::AsyncIter<String> =
-                    redis::AsyncCommands::scan_match(&mut self.connection, &pattern)
-                        .await
-                        .expect("scan");
-                let mut keys = Vec::new();
-                while let Some(key) = found.next_item().await {
-                    keys.push(key.expect("key"));
-                }
-                keys
-            };
-            if !keys.is_empty() {
-                let _: () = redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async(&mut self.connection)
-                    .await
-                    .expect("delete test keys");
-            }
         }
     }
 
@@ -264,11 +236,10 @@ mod redis {
             .get_multiplexed_async_connection()
             .await
             .expect("Redis on 127.0.0.1:6379");
-        let prefix = unique("drconf");
+        let keys = RedisKeys::new("drconf");
         Redis {
-            limiter: RedisTenantLimiter::new(connection.clone(), &prefix, "limiter", super::suite_limits(), LEASE),
-            connection,
-            prefix,
+            limiter: RedisTenantLimiter::new(connection, keys.prefix(), "limiter", super::suite_limits(), LEASE),
+            _keys: keys,
         }
     }
 

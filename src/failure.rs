@@ -31,7 +31,7 @@ impl JobError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Render(error) => error.code(),
-            Self::Tenancy(_) => ErrorCode::TenantSlotsUnavailable,
+            Self::Tenancy(error) => error.code(),
             Self::Panicked => ErrorCode::Internal,
         }
     }
@@ -58,7 +58,7 @@ impl JobError {
             _ => None,
         };
         FailedRender {
-            code: self.code().as_str(),
+            code: self.code(),
             message: self.to_string(),
             cost_tokens: 0,
             cost_cents: 0,
@@ -194,10 +194,8 @@ mod tests {
             "internal error: the render panicked [internal]"
         );
         let failed = error.failed_render();
-        assert_eq!(
-            (failed.code, failed.message.as_str()),
-            ("image_format_unsupported", error.to_string().as_str())
-        );
+        assert_eq!(failed.code, ErrorCode::ImageFormatUnsupported);
+        assert_eq!(failed.message, error.to_string());
         assert_eq!(failed.provider_attempts, None);
     }
 }

@@ -3,8 +3,13 @@
 //! Keys are built only from validated ids and content hashes ([`StorageKey::for_asset`]) or
 //! checked segment by segment ([`StorageKey::parse`]); a key can never name a parent directory,
 //! an absolute path or contain NUL, so no adapter can be led outside its root.
+//!
+//! Adapters: local disk and memory. [`flaky::FlakyBlobStore`] is a decorator over any of them
+//! that injects planned faults, for tests of the retry paths.
 
+pub mod flaky;
 pub mod local;
+pub mod memory;
 
 use std::fmt;
 

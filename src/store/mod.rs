@@ -1,12 +1,15 @@
 //! The Design-record port: status transitions of one Design row.
 //!
 //! The schema is the backend's Prisma `Design` model (table `"Design"`, camelCase columns, the
-//! `DesignStatus` enum) plus the render columns. Adapters: PostgreSQL (shared with the backend)
-//! and SQLite (embedded, for the one-shot CLI). Only this module tree contains SQL.
+//! `DesignStatus` enum) plus the render columns. Adapters: PostgreSQL (shared with the backend),
+//! SQLite (embedded, for the one-shot CLI) and memory (tests and local runs, same semantics).
+//! Only this module tree contains SQL.
 
+pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
+use crate::error_code::ErrorCode;
 use crate::job::{DesignId, TenantId};
 
 /// Status values, spelled as in the `DesignStatus` enum.
@@ -64,7 +67,7 @@ pub struct CompletedRender {
 /// The columns written when a render fails for good.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedRender {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Cost already spent on paid calls before the failure.
     pub cost_tokens: i32,

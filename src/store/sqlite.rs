@@ -1,5 +1,11 @@
 //! Embedded SQLite store for the one-shot CLI: the same `"Design"` table and column names as
 //! the PostgreSQL schema, with the status kept as checked text.
+//!
+//! Metadata merges copy PostgreSQL's `jsonb ||`: each top-level key of the patch replaces the
+//! stored value whole and the other keys are kept. SQLite's `json_patch` would not do: it merges
+//! nested objects key by key and deletes keys whose new value is null. The merge is spelled with
+//! `json_each`, re-marking objects, arrays and booleans as JSON so they are not stored as text
+//! or integers.
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +18,27 @@ use super::{
     RENDER_COLUMNS, StoreError,
 };
 use crate::job::{DesignId, TenantId};
+
+/// The stored `"metadata"` with the top-level keys of the JSON object bound at `$patch` replaced,
+/// as PostgreSQL's `COALESCE("metadata", '{}') || patch` does. A string literal, so the statement
+/// stays a constant.
+macro_rules! merged_metadata {
+    ($patch:literal) => {
+        concat!(
+            r#"(SELECT json_group_object("key", CASE "type"
+                    WHEN 'true' THEN json('true') WHEN 'false' THEN json('false')
+                    WHEN 'object' THEN json("value") WHEN 'array' THEN json("value")
+                    ELSE "value" END)
+                FROM (SELECT "key", "value", "type" FROM json_each(COALESCE("metadata", '{}'))
+                      WHERE "key" NOT IN (SELECT "key" FROM json_each(json("#,
+            $patch,
+            r#")))
+                      UNION ALL SELECT "key", "value", "type" FROM json_each(json("#,
+            $patch,
+            r#"))))"#
+        )
+    };
+}
 
 pub struct SqliteDesignStore {
     pool: SqlitePool,
@@ -128,12 +155,15 @@ impl DesignStore for SqliteDesignStore {
         tenant: &TenantId,
         render: &CompletedRender,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
+        let result = sqlx::query(concat!(
             r#"UPDATE "Design" SET "status" = 'COMPLETED', "compositeTextureUrl" = ?3, "previewUrl" = ?4,
                    "highResUrl" = ?5, "costTokens" = MAX("costTokens", ?6), "costCents" = MAX("costCents", ?7),
-                   "metadata" = json_patch(COALESCE("metadata", '{}'), json(?8)), "updatedAt" = ?9
+                   "metadata" = "#,
+            merged_metadata!("?8"),
+            r#",
+                   "updatedAt" = ?9
                WHERE "id" = ?1 AND "tenantId" IS ?2"#,
-        )
+        ))
         .bind(design.as_str())
         .bind(tenant.as_str())
         .bind(&render.composite_texture_url)
@@ -158,12 +188,15 @@ impl DesignStore for SqliteDesignStore {
         tenant: &TenantId,
         failure: &FailedRender,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
+        let result = sqlx::query(concat!(
             r#"UPDATE "Design" SET "status" = 'FAILED', "costTokens" = MAX("costTokens", ?3),
                    "costCents" = MAX("costCents", ?4),
-                   "metadata" = json_patch(COALESCE("metadata", '{}'), json(?5)), "updatedAt" = ?6
+                   "metadata" = "#,
+            merged_metadata!("?5"),
+            r#",
+                   "updatedAt" = ?6
                WHERE "id" = ?1 AND "tenantId" IS ?2"#,
-        )
+        ))
         .bind(design.as_str())
         .bind(tenant.as_str())
         .bind(failure.cost_tokens)
@@ -339,7 +372,7 @@ mod tests {
         let (design, tenant) = ids();
         store.mark_processing(&design, &tenant).await.unwrap();
         let failure = FailedRender {
-            code: "asset_refused",
+            code: crate::error_code::ErrorCode::AssetRefused,
             message: "`maskUrl`: refused".into(),
             cost_tokens: 0,
             cost_cents: 0,

@@ -10,8 +10,8 @@ use design_render::config::RedisConfig;
 use design_render::store::DesignStatus;
 use serde_json::json;
 
-use super::helpers::unique;
-use super::queue::{PgSchema, PublishedEvents, QueueSetup, asset_server, node, payload};
+use super::helpers::{PgSchema, unique};
+use super::queue::{PublishedEvents, QueueSetup, asset_server, node, payload};
 
 /// How long the nodes get to come up and agree on the slot map.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -180,5 +180,4 @@ async fn worker_serves_a_node_producer_on_redis_cluster() {
 
     let status = worker.terminate().await;
     assert!(status.success(), "worker exit status {status:?}");
-    schema.drop_schema().await;
 }

@@ -3,6 +3,7 @@
 mod architecture;
 mod cli;
 mod cluster;
+mod conformance;
 mod download;
 mod helpers;
 mod migrations;

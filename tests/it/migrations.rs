@@ -6,10 +6,13 @@ use design_render::store::postgres::{PgDesignStore, PgSettings};
 use design_render::store::{DesignStatus, DesignStore, MissingDesign};
 use sqlx::Row;
 
-use super::helpers::{PG_URL, create_schema};
+use super::helpers::{PG_URL, SchemaGuard, create_schema};
 
-async fn fresh_schema() -> (sqlx::PgPool, String) {
-    create_schema("dr_mig").await
+/// An empty schema (the guard drops it when the test ends, passing or not) and an admin pool.
+async fn fresh_schema() -> (sqlx::PgPool, SchemaGuard, String) {
+    let (admin, guard) = create_schema("dr_mig").await;
+    let name = guard.name().to_owned();
+    (admin, guard, name)
 }
 
 async fn connect(schema: &str, run_migrations: bool) -> PgDesignStore {
@@ -37,16 +40,9 @@ async fn columns(admin: &sqlx::PgPool, schema: &str) -> Vec<String> {
     .expect("columns")
 }
 
-async fn drop_schema(admin: &sqlx::PgPool, schema: &str) {
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP SCHEMA "{schema}" CASCADE"#)))
-        .execute(admin)
-        .await
-        .expect("drop test schema");
-}
-
 #[tokio::test]
 async fn migrations_create_everything_on_an_empty_schema_and_are_idempotent() {
-    let (admin, schema) = fresh_schema().await;
+    let (admin, _guard, schema) = fresh_schema().await;
     let first = connect(&schema, true).await;
     let after_first = columns(&admin, &schema).await;
     for column in [
@@ -70,12 +66,11 @@ async fn migrations_create_everything_on_an_empty_schema_and_are_idempotent() {
     let second = connect(&schema, true).await;
     assert_eq!(columns(&admin, &schema).await, after_first);
     drop(second);
-    drop_schema(&admin, &schema).await;
 }
 
 #[tokio::test]
 async fn migrations_only_add_render_columns_to_a_prisma_table_and_keep_rows() {
-    let (admin, schema) = fresh_schema().await;
+    let (admin, _guard, schema) = fresh_schema().await;
     let setup = format!(
         r#"CREATE TYPE "{schema}"."DesignStatus" AS ENUM ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED');
            CREATE TABLE "{schema}"."Design" (
@@ -131,5 +126,4 @@ async fn migrations_only_add_render_columns_to_a_prisma_table_and_keep_rows() {
     .unwrap();
     let _untouched = connect(&schema, false).await;
     assert!(!columns(&admin, &schema).await.iter().any(|c| c == "costCents"));
-    drop_schema(&admin, &schema).await;
 }

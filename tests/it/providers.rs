@@ -18,8 +18,8 @@ use design_render::job::{DesignId, RenderRequest, TenantId};
 use design_render::pipeline::{Disposition, Pipeline, RenderError, Silent};
 use design_render::providers::scripted::{Answer, ScriptedEditor, ScriptedImage, paid_call};
 use design_render::providers::{ProviderError, Usage};
-use design_render::storage::{BlobStore, StorageError, StorageKey};
-use design_render::store::{DesignStatus, DesignStore, PaidCallEntry};
+use design_render::storage::flaky::{Fault, FaultPlan, FlakyBlobStore};
+use design_render::store::{DesignStatus, PaidCallEntry};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -700,38 +700,6 @@ fn provider_order_follows_render_providers_then_the_spec_default() {
     assert!(format!("{error:#}").contains("PRICE_TABLE_OVERRIDES"), "{error:#}");
 }
 
-/// A blob store that fails its first `fail` puts, then delegates.
-struct FlakyBlobs {
-    inner: Arc<dyn BlobStore>,
-    fail: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl BlobStore for FlakyBlobs {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-
-    async fn put(
-        &self,
-        key: &StorageKey,
-        bytes: Vec<u8>,
-        content_type: &'static str,
-    ) -> Result<url::Url, StorageError> {
-        if self
-            .fail
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1))
-            .is_ok()
-        {
-            return Err(StorageError::Unavailable {
-                key: key.clone(),
-                reason: "injected outage".into(),
-            });
-        }
-        self.inner.put(key, bytes, content_type).await
-    }
-}
-
 #[tokio::test]
 async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
     let dir = tempfile::tempdir().unwrap();
@@ -744,10 +712,10 @@ async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
         .await;
     let config = openai_config(dir.path(), &server);
     let mut pipeline = pipeline(&config).await;
-    pipeline.blobs = Arc::new(FlakyBlobs {
-        inner: Arc::clone(&pipeline.blobs),
-        fail: AtomicUsize::new(1),
-    });
+    pipeline.blobs = Arc::new(FlakyBlobStore::with_plan(
+        Arc::clone(&pipeline.blobs),
+        FaultPlan::new().fail_next_puts(1, Fault::Unavailable),
+    ));
     let job = request(dir.path(), "d-retry", "slate");
     let design = DesignId::parse("d-retry").unwrap();
     let tenant = TenantId::parse("tenant-1").unwrap();
@@ -798,60 +766,6 @@ async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
         calls.keys().cloned().collect::<Vec<_>>(),
         vec!["openai:req_0", "openai:req_1"]
     );
-}
-
-#[tokio::test]
-async fn postgres_records_paid_calls_idempotently() {
-    use super::helpers::{PG_URL, create_schema};
-    use design_render::store::MissingDesign;
-    use design_render::store::postgres::{PgDesignStore, PgSettings};
-    let (admin, schema) = create_schema("dr_cost").await;
-    let store = PgDesignStore::connect(
-        PgSettings {
-            url: PG_URL,
-            schema: Some(&schema),
-            max_connections: 2,
-            run_migrations: true,
-        },
-        MissingDesign::Create,
-    )
-    .await
-    .unwrap();
-    let design = DesignId::parse("d-pg").unwrap();
-    let tenant = TenantId::parse("tenant-1").unwrap();
-    store.mark_processing(&design, &tenant).await.unwrap();
-    let call = |id: &str| PaidCallEntry {
-        call_id: id.into(),
-        tokens: 1000,
-        micro_cents: 1_500_000,
-        details: serde_json::json!({"provider": "openai"}),
-    };
-    store.record_paid_call(&design, &tenant, &call("a")).await.unwrap();
-    store.record_paid_call(&design, &tenant, &call("a")).await.unwrap();
-    let ledger = store.record_paid_call(&design, &tenant, &call("b")).await.unwrap();
-    assert_eq!((ledger.cost_tokens, ledger.cost_cents), (2000, 3));
-    store
-        .mark_failed(
-            &design,
-            &tenant,
-            &design_render::store::FailedRender {
-                code: "x",
-                message: "y".into(),
-                cost_tokens: 0,
-                cost_cents: 0,
-                provider_attempts: None,
-            },
-        )
-        .await
-        .unwrap();
-    let row = store.get(&design).await.unwrap().unwrap();
-    assert_eq!((row.cost_tokens, row.cost_cents), (2000, 3));
-    assert_eq!(row.metadata.unwrap()["cost"]["calls"].as_object().unwrap().len(), 2);
-    drop(store);
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP SCHEMA "{schema}" CASCADE"#)))
-        .execute(&admin)
-        .await
-        .unwrap();
 }
 
 #[test]

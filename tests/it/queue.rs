@@ -8,91 +8,36 @@ use std::time::{Duration, Instant};
 
 use bullmq::types::JobState;
 use bullmq::{Queue, QueueEvent, QueueEvents, QueueEventsOptions, QueueOptions};
-use design_render::job::DesignId;
-use design_render::store::postgres::{PgDesignStore, PgSettings};
-use design_render::store::{DesignRow, DesignStatus, DesignStore, MissingDesign};
+use design_render::store::{DesignRow, DesignStatus};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use super::helpers::{PG_URL, create_schema, unique};
+pub use super::helpers::PgSchema;
+use super::helpers::{REDIS_URL, RedisKeys, unique};
 use super::helpers::{gradient_png, project_file};
-
-const REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Generous: two busy cores, debug builds.
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// A fresh PostgreSQL schema, migrated, dropped again by [`PgSchema::drop_schema`].
-pub struct PgSchema {
-    pub name: String,
-    pub store: PgDesignStore,
-}
-
-impl PgSchema {
-    pub async fn new() -> Self {
-        let (admin, name) = create_schema("dr_test").await;
-        admin.close().await;
-        let store = PgDesignStore::connect(
-            PgSettings {
-                url: PG_URL,
-                schema: Some(&name),
-                max_connections: 2,
-                run_migrations: true,
-            },
-            MissingDesign::Reject,
-        )
-        .await
-        .expect("connect and migrate");
-        Self { name, store }
-    }
-
-    /// The DATABASE_URL a worker process uses to reach this schema (Prisma-style `?schema=`).
-    pub fn url(&self) -> String {
-        format!("{PG_URL}?schema={}", self.name)
-    }
-
-    pub async fn insert_design(&self, id: &str, tenant: &str) {
-        sqlx::query(
-            r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt") VALUES ($1, $2, 'PENDING', now())"#,
-        )
-        .bind(id)
-        .bind(tenant)
-        .execute(self.store.pool())
-        .await
-        .expect("insert design");
-    }
-
-    pub async fn design(&self, id: &str) -> DesignRow {
-        self.store
-            .get(&DesignId::parse(id).unwrap())
-            .await
-            .expect("read design")
-            .expect("design exists")
-    }
-
-    pub async fn drop_schema(self) {
-        let pool = self.store.pool().clone();
-        sqlx::query(sqlx::AssertSqlSafe(format!(r#"DROP SCHEMA "{}" CASCADE"#, self.name)))
-            .execute(&pool)
-            .await
-            .expect("drop test schema");
-    }
-}
-
-/// Queue name, prefix and a storage directory of one test.
+/// Queue name, prefix and a storage directory of one test. Dropping it deletes every Redis key
+/// under the prefix (the queue's and the tenant leases).
 pub struct QueueSetup {
     pub queue: String,
     pub prefix: String,
     pub dir: tempfile::TempDir,
+    /// Owns the prefix's keys; a test that swaps `prefix` for a cluster one keeps it anyway.
+    _keys: RedisKeys,
 }
 
 impl QueueSetup {
     pub fn new(label: &str) -> Self {
+        let keys = RedisKeys::new("drtest");
         Self {
             queue: unique(label),
-            prefix: unique("drtest"),
+            prefix: keys.prefix().to_owned(),
             dir: tempfile::tempdir().expect("tempdir"),
+            _keys: keys,
         }
     }
 
@@ -156,24 +101,6 @@ impl QueueSetup {
                 .expect("worker starts"),
         )
     }
-
-    pub async fn cleanup(&self) {
-        let queue = Queue::with_options(&self.queue, self.queue_options())
-            .await
-            .expect("queue");
-        let _ = queue.obliterate(true, 10_000).await;
-        queue.close().await;
-        let client = redis::Client::open(REDIS_URL).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut connection).await.unwrap();
-        }
-    }
 }
 
 /// A worker process; killed (SIGKILL) when dropped so a failing test leaves nothing running.
@@ -203,12 +130,13 @@ impl WorkerProcess {
     }
 }
 
-/// Closes a test's queue clients and removes its Redis keys and PostgreSQL schema.
+/// Closes a test's queue clients, then drops its Redis keys and PostgreSQL schema (their
+/// fixtures clean up in `Drop`).
 pub async fn teardown(queue: Queue, events: QueueEvents, setup: QueueSetup, schema: PgSchema) {
     queue.close().await;
     events.close().await;
-    setup.cleanup().await;
-    schema.drop_schema().await;
+    drop(setup);
+    drop(schema);
 }
 
 /// A local asset server with a 64x64 base texture at `/base.png`.
@@ -486,9 +414,6 @@ async fn node_producer_sees_completed_retried_and_failed_jobs_and_events_are_pub
     assert_eq!(failed["attemptsMade"], 1);
     assert_eq!(failed["tenantId"], "tenant-a");
     assert!(failed.get("compositeTextureUrl").is_none());
-
-    setup.cleanup().await;
-    schema.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,7 +477,6 @@ async fn enqueue_command_job_is_processed_by_a_node_worker() {
         .expect("enqueue runs");
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("local files"));
-    setup.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

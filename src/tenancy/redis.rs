@@ -1,64 +1,14 @@
-//! Per-tenant concurrency: how many jobs of one tenant may run at once, across every worker
-//! process and machine sharing the Redis.
+//! The Redis lease store behind [`TenantLimiter`]: one sorted set per tenant, changed only by
+//! atomic Lua scripts that read the Redis server clock.
 //!
-//! A slot is a *lease*, not a counter: each tenant has a sorted set whose members are job ids and
-//! whose scores are expiry times (Redis server clock, milliseconds). Acquire, renew and release
-//! are single Lua scripts, so they are atomic, and expired leases are dropped before every
-//! acquire. A worker killed mid-job therefore leaks its slot for at most one lease period, instead
-//! of the spec's INCR/DECR counter that leaks until its key expires. The job id is the lease token,
-//! so a job recovered after a crash takes over its own lease instead of needing a second slot.
-//!
-//! This module owns the limit policy and the Redis scripts; it knows nothing about BullMQ or the
-//! pipeline.
+//! It owns the scripts and the key layout ([`lease_key_prefix`]); the limit policy comes from
+//! [`TenantLimits`]. Because every worker process shares the server clock, lease expiry does not
+//! depend on the clocks of the machines running workers.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::{TenancyError, TenantLimiter, TenantLimits};
 use crate::job::TenantId;
-
-/// The limit for each tenant: a default plus explicit overrides.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantLimits {
-    pub default: u32,
-    pub overrides: BTreeMap<String, u32>,
-}
-
-impl TenantLimits {
-    pub fn limit_for(&self, tenant: &TenantId) -> u32 {
-        self.overrides
-            .get(tenant.as_str())
-            .copied()
-            .unwrap_or(self.default)
-            .max(1)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum TenancyError {
-    /// Redis could not be reached or the script failed; the job should be retried.
-    #[error("tenant slot store unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl TenancyError {
-    pub fn code(&self) -> &'static str {
-        "tenant_slots_unavailable"
-    }
-}
-
-/// Acquires and releases per-tenant slots. Object safe, so the worker holds an `Arc<dyn _>`.
-#[async_trait::async_trait]
-pub trait TenantLimiter: Send + Sync {
-    /// Takes a slot for `token` if the tenant is below its limit; `Ok(false)` when saturated.
-    /// Taking a slot the token already holds succeeds and extends it.
-    async fn try_acquire(&self, tenant: &TenantId, token: &str) -> Result<bool, TenancyError>;
-    /// Extends a held lease; `Ok(false)` when it had already expired and was lost.
-    async fn renew(&self, tenant: &TenantId, token: &str) -> Result<bool, TenancyError>;
-    /// Gives the slot back (idempotent).
-    async fn release(&self, tenant: &TenantId, token: &str) -> Result<(), TenancyError>;
-    /// How long a lease lives without renewal.
-    fn lease(&self) -> Duration;
-}
 
 /// Removes expired leases, then adds (or refreshes) the token if there is room.
 /// `KEYS[1]` = lease set; ARGV = token, limit, lease ms. Returns 1 when the slot is held.
@@ -96,8 +46,8 @@ pub struct RedisTenantLimiter<C> {
     key_prefix: String,
     limits: TenantLimits,
     lease: Duration,
-    acquire: redis::Script,
-    renew: redis::Script,
+    acquire: ::redis::Script,
+    renew: ::redis::Script,
 }
 
 impl<C> RedisTenantLimiter<C> {
@@ -107,8 +57,8 @@ impl<C> RedisTenantLimiter<C> {
             key_prefix: lease_key_prefix(prefix, queue),
             limits,
             lease,
-            acquire: redis::Script::new(ACQUIRE),
-            renew: redis::Script::new(RENEW),
+            acquire: ::redis::Script::new(ACQUIRE),
+            renew: ::redis::Script::new(RENEW),
         }
     }
 
@@ -126,14 +76,14 @@ pub fn lease_key_prefix(prefix: &str, queue: &str) -> String {
     format!("{prefix}:{queue}:tenant-slots:")
 }
 
-fn unavailable(error: redis::RedisError) -> TenancyError {
+fn unavailable(error: ::redis::RedisError) -> TenancyError {
     TenancyError::Unavailable(error.to_string())
 }
 
 #[async_trait::async_trait]
 impl<C> TenantLimiter for RedisTenantLimiter<C>
 where
-    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+    C: ::redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
     async fn try_acquire(&self, tenant: &TenantId, token: &str) -> Result<bool, TenancyError> {
         let mut connection = self.connection.clone();
@@ -164,7 +114,7 @@ where
 
     async fn release(&self, tenant: &TenantId, token: &str) -> Result<(), TenancyError> {
         let mut connection = self.connection.clone();
-        let _: i64 = redis::cmd("ZREM")
+        let _: i64 = ::redis::cmd("ZREM")
             .arg(self.key(tenant))
             .arg(token)
             .query_async(&mut connection)
@@ -175,20 +125,5 @@ where
 
     fn lease(&self) -> Duration {
         self.lease
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overrides_replace_the_default() {
-        let limits = TenantLimits {
-            default: 2,
-            overrides: BTreeMap::from([("big".to_owned(), 5)]),
-        };
-        assert_eq!(limits.limit_for(&TenantId::parse("big").unwrap()), 5);
-        assert_eq!(limits.limit_for(&TenantId::parse("small").unwrap()), 2);
     }
 }

@@ -1,4 +1,12 @@
-//! Shared test fixtures: images, configurations and a pipeline on temporary storage.
+//! Shared test fixtures: images, configurations and a pipeline on temporary storage, plus the
+//! RAII fixtures for the real services in [`pg`] (a schema per test) and [`redis`] (a key prefix
+//! per test). Each of those cleans up in `Drop`, so a failing test leaves nothing behind either.
+
+pub mod pg;
+pub mod redis;
+
+pub use self::pg::{PG_URL, PgSchema, SchemaGuard, create_schema};
+pub use self::redis::{REDIS_URL, RedisKeys};
 
 use std::path::Path;
 
@@ -48,9 +56,6 @@ pub async fn pipeline(config: &Config, mode: Mode) -> Pipeline {
     app::build_pipeline(config, mode).await.expect("pipeline builds")
 }
 
-/// The PostgreSQL server the tests use (trust auth on loopback).
-pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
 /// A name no other test (or earlier run) uses.
 pub fn unique(label: &str) -> String {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -64,20 +69,6 @@ pub fn unique(label: &str) -> String {
         nanos % 1_000_000_000_000,
         COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
-}
-
-/// Creates an empty schema with a unique name; returns an admin pool and the name. Each test
-/// drops its own schema again and never touches anyone else's.
-pub async fn create_schema(label: &str) -> (sqlx::PgPool, String) {
-    let name = unique(label);
-    let admin = sqlx::PgPool::connect(PG_URL)
-        .await
-        .expect("PostgreSQL on 127.0.0.1:5432");
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE SCHEMA "{name}""#)))
-        .execute(&admin)
-        .await
-        .expect("create schema");
-    (admin, name)
 }
 
 /// A value as JSON, to assert on wire shapes (`json(&output.metadata)["sizes"]`).

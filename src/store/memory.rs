@@ -1,0 +1,249 @@
+//! In-memory Design rows: the [`DesignStore`] twin of the SQL adapters, for tests and local runs.
+//!
+//! It owns nothing but a map of rows behind a short-lived mutex. Every write follows the SQL
+//! adapters statement by statement: a row of another tenant is refused with
+//! [`StoreError::NotFound`] and left untouched, completion and failure merge `metadata` by
+//! replacing top-level keys, cost columns are never lowered by them, and paid calls go through the
+//! shared [`merge_paid_call`](super::merge_paid_call) so a call id counts once. The conformance
+//! suite in `tests/it/conformance` holds all three adapters to the same behaviour.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::{
+    CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
+    StoreError,
+};
+use crate::job::{DesignId, TenantId};
+
+/// Design rows kept in process memory, keyed by id.
+pub struct MemoryDesignStore {
+    missing: MissingDesign,
+    /// Rows by id. A `BTreeMap` so [`rows`](Self::rows) lists them in a stable order.
+    rows: Mutex<BTreeMap<String, DesignRow>>,
+}
+
+impl MemoryDesignStore {
+    /// An empty store; `missing` decides what [`DesignStore::mark_processing`] does with an
+    /// unknown id, as for the SQL adapters.
+    pub fn new(missing: MissingDesign) -> Self {
+        Self {
+            missing,
+            rows: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds a PENDING row owned by `tenant`, as the backend does before it enqueues a job.
+    /// An existing row with this id is replaced.
+    pub fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
+        self.insert_row(DesignRow {
+            id: design.as_str().to_owned(),
+            tenant_id: Some(tenant.as_str().to_owned()),
+            status: DesignStatus::Pending,
+            composite_texture_url: None,
+            preview_url: None,
+            high_res_url: None,
+            cost_tokens: 0,
+            cost_cents: 0,
+            metadata: None,
+        });
+    }
+
+    /// Adds (or replaces) a row exactly as given, for tests that start from an unusual state,
+    /// such as a row without a tenant or with metadata written by the backend.
+    pub fn insert_row(&self, row: DesignRow) {
+        self.lock().insert(row.id.clone(), row);
+    }
+
+    /// Every row, ordered by id.
+    pub fn rows(&self) -> Vec<DesignRow> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// The rows still PROCESSING. A finished test run should leave none: each job ends in
+    /// COMPLETED or FAILED, or is handed back while its row waits for the retry.
+    pub fn processing_rows(&self) -> Vec<DesignRow> {
+        self.lock()
+            .values()
+            .filter(|row| row.status == DesignStatus::Processing)
+            .cloned()
+            .collect()
+    }
+
+    /// A poisoned lock only means another thread panicked between two plain field writes; the
+    /// map itself is still consistent, so the rows stay usable.
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, DesignRow>> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `change` on the row when it exists and belongs to `tenant`, as the SQL adapters'
+    /// `WHERE "id" = … AND "tenantId" = …` does; otherwise the row is left as it was.
+    fn update<T>(
+        &self,
+        design: &DesignId,
+        tenant: &TenantId,
+        change: impl FnOnce(&mut DesignRow) -> T,
+    ) -> Result<T, StoreError> {
+        let mut rows = self.lock();
+        match rows.get_mut(design.as_str()) {
+            Some(row) if owned_by(row, tenant) => Ok(change(row)),
+            _ => Err(not_found(design, tenant)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl DesignStore for MemoryDesignStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError> {
+        let mut rows = self.lock();
+        match rows.get_mut(design.as_str()) {
+            Some(row) if owned_by(row, tenant) => {
+                row.status = DesignStatus::Processing;
+                Ok(())
+            }
+            Some(_) => Err(not_found(design, tenant)),
+            None => match self.missing {
+                MissingDesign::Create => {
+                    rows.insert(
+                        design.as_str().to_owned(),
+                        DesignRow {
+                            id: design.as_str().to_owned(),
+                            tenant_id: Some(tenant.as_str().to_owned()),
+                            status: DesignStatus::Processing,
+                            composite_texture_url: None,
+                            preview_url: None,
+                            high_res_url: None,
+                            cost_tokens: 0,
+                            cost_cents: 0,
+                            metadata: None,
+                        },
+                    );
+                    Ok(())
+                }
+                MissingDesign::Reject => Err(not_found(design, tenant)),
+            },
+        }
+    }
+
+    async fn mark_completed(
+        &self,
+        design: &DesignId,
+        tenant: &TenantId,
+        render: &CompletedRender,
+    ) -> Result<(), StoreError> {
+        self.update(design, tenant, |row| {
+            row.status = DesignStatus::Completed;
+            row.composite_texture_url = Some(render.composite_texture_url.clone());
+            row.preview_url = Some(render.preview_url.clone());
+            row.high_res_url = Some(render.high_res_url.clone());
+            row.cost_tokens = row.cost_tokens.max(render.cost_tokens);
+            row.cost_cents = row.cost_cents.max(render.cost_cents);
+            row.metadata = Some(merge_top_level(row.metadata.take(), &render.metadata));
+        })
+    }
+
+    async fn mark_failed(
+        &self,
+        design: &DesignId,
+        tenant: &TenantId,
+        failure: &FailedRender,
+    ) -> Result<(), StoreError> {
+        let patch = super::failure_metadata(failure);
+        self.update(design, tenant, |row| {
+            row.status = DesignStatus::Failed;
+            row.cost_tokens = row.cost_tokens.max(failure.cost_tokens);
+            row.cost_cents = row.cost_cents.max(failure.cost_cents);
+            row.metadata = Some(merge_top_level(row.metadata.take(), &patch));
+        })
+    }
+
+    async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError> {
+        Ok(self.lock().get(design.as_str()).cloned())
+    }
+
+    async fn record_paid_call(
+        &self,
+        design: &DesignId,
+        tenant: &TenantId,
+        call: &PaidCallEntry,
+    ) -> Result<CostLedger, StoreError> {
+        // Reading the ledger and writing it back under one lock is what the SQL adapters'
+        // transaction (FOR UPDATE / BEGIN IMMEDIATE) guarantees: no concurrent recorder is lost.
+        self.update(design, tenant, |row| {
+            let ledger = super::merge_paid_call(row.metadata.as_ref(), call);
+            row.cost_tokens = ledger.cost_tokens;
+            row.cost_cents = ledger.cost_cents;
+            let cost = serde_json::json!({ "cost": ledger.json });
+            row.metadata = Some(merge_top_level(row.metadata.take(), &cost));
+            ledger
+        })
+    }
+}
+
+/// The SQL adapters compare `"tenantId"` with `=`, so a row without a tenant belongs to nobody.
+fn owned_by(row: &DesignRow, tenant: &TenantId) -> bool {
+    row.tenant_id.as_deref() == Some(tenant.as_str())
+}
+
+fn not_found(design: &DesignId, tenant: &TenantId) -> StoreError {
+    StoreError::NotFound {
+        design: design.clone(),
+        tenant: tenant.clone(),
+    }
+}
+
+/// PostgreSQL's `COALESCE(metadata, '{}') || patch` for objects: each top-level key of `patch`
+/// replaces the stored one whole (nested objects are not merged), every other key is kept. A
+/// stored value that is not an object counts as empty, and a patch that is not an object
+/// replaces the metadata; the worker only ever writes objects.
+fn merge_top_level(existing: Option<serde_json::Value>, patch: &serde_json::Value) -> serde_json::Value {
+    let serde_json::Value::Object(patch) = patch else {
+        return patch.clone();
+    };
+    let mut merged = match existing {
+        Some(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    for (key, value) in patch {
+        merged.insert(key.clone(), value.clone());
+    }
+    serde_json::Value::Object(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_keys_are_replaced_whole_and_others_kept() {
+        let merged = merge_top_level(
+            Some(serde_json::json!({"timings": {"a": 1}, "provider": "x", "gone": null})),
+            &serde_json::json!({"timings": {"b": 2}, "extra": null}),
+        );
+        assert_eq!(
+            merged,
+            serde_json::json!({"timings": {"b": 2}, "provider": "x", "gone": null, "extra": null})
+        );
+        assert_eq!(
+            merge_top_level(None, &serde_json::json!({"a": 1})),
+            serde_json::json!({"a": 1})
+        );
+    }
+
+    #[tokio::test]
+    async fn helpers_list_rows_and_the_ones_left_processing() {
+        let store = MemoryDesignStore::new(MissingDesign::Reject);
+        let tenant = TenantId::parse("tenant-1").unwrap();
+        let (first, second) = (DesignId::parse("d-1").unwrap(), DesignId::parse("d-2").unwrap());
+        store.insert_pending(&first, &tenant);
+        store.insert_pending(&second, &tenant);
+        store.mark_processing(&second, &tenant).await.unwrap();
+        assert_eq!(store.rows().len(), 2);
+        let processing: Vec<String> = store.processing_rows().into_iter().map(|row| row.id).collect();
+        assert_eq!(processing, vec!["d-2".to_owned()]);
+    }
+}

@@ -1,0 +1,659 @@
+//! The [`DesignStore`] contract, run against the memory, SQLite and PostgreSQL adapters.
+//!
+//! The port has no insert (the backend creates rows), so each adapter's fixture implements
+//! [`DesignStoreUnderTest::insert_pending`] its own way. Every test gets a store of its own: a
+//! fresh map, a fresh SQLite file or a fresh PostgreSQL schema.
+
+use design_render::error_code::ErrorCode;
+use design_render::job::{DesignId, TenantId};
+use design_render::store::{
+    CompletedRender, DesignRow, DesignStatus, DesignStore, FailedRender, PaidCallEntry, StoreError,
+};
+use serde_json::{Value, json};
+
+/// An adapter plus the one thing the suite needs that the port does not offer.
+#[async_trait::async_trait]
+pub trait DesignStoreUnderTest: Send + Sync {
+    fn store(&self) -> &dyn DesignStore;
+
+    /// Creates a PENDING row owned by `tenant`, as the backend does before it enqueues a job.
+    async fn insert_pending(&self, design: &DesignId, tenant: &TenantId);
+}
+
+fn design(id: &str) -> DesignId {
+    DesignId::parse(id).expect("valid design id")
+}
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).expect("valid tenant id")
+}
+
+fn completed(cost_tokens: i32, cost_cents: i32, metadata: Value) -> CompletedRender {
+    CompletedRender {
+        composite_texture_url: "memory://blobs/c.png".into(),
+        preview_url: "memory://blobs/p.png".into(),
+        high_res_url: "memory://blobs/h.png".into(),
+        cost_tokens,
+        cost_cents,
+        metadata,
+    }
+}
+
+fn failed(code: ErrorCode, cost_tokens: i32, cost_cents: i32, attempts: Option<Value>) -> FailedRender {
+    FailedRender {
+        code,
+        message: format!("{code}: the details"),
+        cost_tokens,
+        cost_cents,
+        provider_attempts: attempts,
+    }
+}
+
+fn paid_call(call_id: &str, tokens: u64, micro_cents: u64) -> PaidCallEntry {
+    PaidCallEntry {
+        call_id: call_id.into(),
+        tokens,
+        micro_cents,
+        details: json!({"provider": "openai", "model": "gpt-image-1"}),
+    }
+}
+
+async fn row(subject: &dyn DesignStoreUnderTest, id: &DesignId) -> DesignRow {
+    subject
+        .store()
+        .get(id)
+        .await
+        .expect("get succeeds")
+        .unwrap_or_else(|| panic!("row {id} exists"))
+}
+
+/// Asserts `result` is `NotFound` naming exactly this design and tenant.
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, id: &DesignId, owner: &TenantId, what: &str) {
+    match result {
+        Err(StoreError::NotFound { design, tenant }) => {
+            assert_eq!((&design, &tenant), (id, owner), "{what}: NotFound names the wrong row")
+        }
+        other => panic!("{what}: expected NotFound, got {other:?}"),
+    }
+}
+
+pub async fn pending_row_moves_to_processing_then_completed(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-flow"), tenant("tenant-a"));
+    subject.insert_pending(&id, &owner).await;
+    let pending = row(subject, &id).await;
+    assert_eq!(
+        pending,
+        DesignRow {
+            id: "d-flow".into(),
+            tenant_id: Some("tenant-a".into()),
+            status: DesignStatus::Pending,
+            composite_texture_url: None,
+            preview_url: None,
+            high_res_url: None,
+            cost_tokens: 0,
+            cost_cents: 0,
+            metadata: None,
+        }
+    );
+
+    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    assert_eq!(
+        row(subject, &id).await,
+        DesignRow {
+            status: DesignStatus::Processing,
+            ..pending.clone()
+        }
+    );
+
+    subject
+        .store()
+        .mark_completed(&id, &owner, &completed(12, 3, json!({"provider": "builtin"})))
+        .await
+        .expect("completed");
+    let done = row(subject, &id).await;
+    assert_eq!(
+        done,
+        DesignRow {
+            status: DesignStatus::Completed,
+            composite_texture_url: Some("memory://blobs/c.png".into()),
+            preview_url: Some("memory://blobs/p.png".into()),
+            high_res_url: Some("memory://blobs/h.png".into()),
+            cost_tokens: 12,
+            cost_cents: 3,
+            metadata: Some(json!({"provider": "builtin"})),
+            ..pending
+        }
+    );
+
+    // A re-run job takes the row again; what the first run wrote stays until it is rewritten.
+    subject.store().mark_processing(&id, &owner).await.expect("re-run");
+    assert_eq!(
+        row(subject, &id).await,
+        DesignRow {
+            status: DesignStatus::Processing,
+            ..done
+        }
+    );
+}
+
+pub async fn processing_row_moves_to_failed_with_the_reason(subject: &dyn DesignStoreUnderTest) {
+    let owner = tenant("tenant-a");
+    let (with_attempts, without) = (design("d-fail-1"), design("d-fail-2"));
+    for id in [&with_attempts, &without] {
+        subject.insert_pending(id, &owner).await;
+        subject.store().mark_processing(id, &owner).await.expect("processing");
+    }
+    let attempts = json!([{"provider": "openai", "outcome": "provider_unavailable"}]);
+    subject
+        .store()
+        .mark_failed(
+            &with_attempts,
+            &owner,
+            &failed(ErrorCode::ProviderUnavailable, 0, 0, Some(attempts.clone())),
+        )
+        .await
+        .expect("failed");
+    subject
+        .store()
+        .mark_failed(&without, &owner, &failed(ErrorCode::AssetRefused, 0, 0, None))
+        .await
+        .expect("failed");
+
+    let first = row(subject, &with_attempts).await;
+    assert_eq!(first.status, DesignStatus::Failed);
+    assert_eq!(
+        (first.composite_texture_url, first.cost_tokens, first.cost_cents),
+        (None, 0, 0)
+    );
+    let metadata = first.metadata.expect("failure metadata");
+    assert_eq!(metadata["error"]["code"], "provider_unavailable");
+    assert_eq!(metadata["error"]["message"], "provider_unavailable: the details");
+    let failed_at = metadata["error"]["failedAt"].as_str().expect("failedAt is text");
+    chrono::DateTime::parse_from_rfc3339(failed_at).expect("failedAt is RFC 3339");
+    assert_eq!(metadata["providerAttempts"], attempts);
+
+    let second = row(subject, &without).await;
+    assert_eq!(second.status, DesignStatus::Failed);
+    let metadata = second.metadata.expect("failure metadata");
+    assert_eq!(metadata["error"]["code"], "asset_refused");
+    assert!(metadata.get("providerAttempts").is_none(), "{metadata}");
+}
+
+pub async fn another_tenants_row_is_not_found_and_left_unchanged(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner, intruder) = (design("d-owned"), tenant("tenant-a"), tenant("tenant-b"));
+    subject.insert_pending(&id, &owner).await;
+    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    subject
+        .store()
+        .record_paid_call(&id, &owner, &paid_call("call-1", 100, 250_000))
+        .await
+        .expect("paid call");
+    let before = row(subject, &id).await;
+
+    let store = subject.store();
+    assert_not_found(
+        store.mark_processing(&id, &intruder).await,
+        &id,
+        &intruder,
+        "mark_processing",
+    );
+    assert_eq!(row(subject, &id).await, before, "mark_processing changed the row");
+    assert_not_found(
+        store
+            .mark_completed(&id, &intruder, &completed(999, 99, json!({"owner": "intruder"})))
+            .await,
+        &id,
+        &intruder,
+        "mark_completed",
+    );
+    assert_eq!(row(subject, &id).await, before, "mark_completed changed the row");
+    assert_not_found(
+        store
+            .mark_failed(&id, &intruder, &failed(ErrorCode::ProviderUnavailable, 999, 99, None))
+            .await,
+        &id,
+        &intruder,
+        "mark_failed",
+    );
+    assert_eq!(row(subject, &id).await, before, "mark_failed changed the row");
+    assert_not_found(
+        store
+            .record_paid_call(&id, &intruder, &paid_call("call-2", 5_000, 9_000_000))
+            .await,
+        &id,
+        &intruder,
+        "record_paid_call",
+    );
+    assert_eq!(row(subject, &id).await, before, "record_paid_call changed the row");
+
+    // The owner is still served.
+    store
+        .mark_completed(&id, &owner, &completed(0, 0, json!({})))
+        .await
+        .expect("owner completes");
+    assert_eq!(row(subject, &id).await.status, DesignStatus::Completed);
+}
+
+pub async fn a_paid_call_is_counted_once_and_a_second_call_adds(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-paid"), tenant("tenant-a"));
+    subject.insert_pending(&id, &owner).await;
+    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    let store = subject.store();
+
+    let first = store
+        .record_paid_call(&id, &owner, &paid_call("openai:req_0", 1_000, 1_500_000))
+        .await
+        .expect("first call");
+    // 1.5 cents are charged as 2: cents are rounded up.
+    assert_eq!((first.cost_tokens, first.cost_cents), (1_000, 2));
+    // A replay of the same call (a retried bookkeeping step) counts once, even with other figures.
+    let replay = store
+        .record_paid_call(&id, &owner, &paid_call("openai:req_0", 9_999, 99_000_000))
+        .await
+        .expect("replayed call");
+    assert_eq!(replay, first);
+    let both = store
+        .record_paid_call(&id, &owner, &paid_call("openai:req_1", 1_000, 1_500_001))
+        .await
+        .expect("second call");
+    // The sum is rounded once: 3 000 001 micro-cents are 4 cents, not 2 + 2.
+    assert_eq!((both.cost_tokens, both.cost_cents), (2_000, 4));
+
+    let stored = row(subject, &id).await;
+    assert_eq!((stored.cost_tokens, stored.cost_cents), (2_000, 4));
+    let cost = &stored.metadata.as_ref().expect("metadata")["cost"];
+    assert_eq!(cost, &both.json);
+    assert_eq!(cost["totalTokens"], 2_000);
+    assert_eq!(cost["totalMicroCents"], 3_000_001);
+    assert_eq!(cost["totalCents"], 4);
+    let calls = cost["calls"].as_object().expect("calls");
+    assert_eq!(
+        calls.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["openai:req_0", "openai:req_1"]
+    );
+    assert_eq!(
+        calls["openai:req_0"],
+        json!({"provider": "openai", "model": "gpt-image-1", "tokens": 1_000, "microCents": 1_500_000})
+    );
+}
+
+pub async fn cost_is_never_lowered_by_completion_or_failure(subject: &dyn DesignStoreUnderTest) {
+    let owner = tenant("tenant-a");
+    let (completes, fails) = (design("d-cost-ok"), design("d-cost-failed"));
+    for id in [&completes, &fails] {
+        subject.insert_pending(id, &owner).await;
+        subject.store().mark_processing(id, &owner).await.expect("processing");
+        subject
+            .store()
+            .record_paid_call(id, &owner, &paid_call("openai:req_0", 4_270, 16_727_500))
+            .await
+            .expect("paid call");
+    }
+    let store = subject.store();
+    let cost_of = |row: DesignRow| (row.cost_tokens, row.cost_cents);
+
+    // The pipeline's own total may be lower (it forgot an earlier attempt's call): kept.
+    store
+        .mark_completed(&completes, &owner, &completed(0, 0, json!({})))
+        .await
+        .expect("completed");
+    assert_eq!(cost_of(row(subject, &completes).await), (4_270, 17));
+    // A higher total raises the columns.
+    store
+        .mark_completed(&completes, &owner, &completed(5_000, 20, json!({})))
+        .await
+        .expect("completed again");
+    assert_eq!(cost_of(row(subject, &completes).await), (5_000, 20));
+
+    store
+        .mark_failed(&fails, &owner, &failed(ErrorCode::ProviderUnavailable, 0, 0, None))
+        .await
+        .expect("failed");
+    let failed_row = row(subject, &fails).await;
+    assert_eq!(cost_of(failed_row.clone()), (4_270, 17));
+    assert_eq!(
+        failed_row.metadata.expect("metadata")["cost"]["calls"]
+            .as_object()
+            .map(|calls| calls.len()),
+        Some(1),
+        "the failure kept the ledger"
+    );
+    store
+        .mark_failed(&fails, &owner, &failed(ErrorCode::ProviderUnavailable, 4_300, 18, None))
+        .await
+        .expect("failed again");
+    assert_eq!(cost_of(row(subject, &fails).await), (4_300, 18));
+}
+
+pub async fn completion_replaces_top_level_metadata_keys_and_keeps_the_others(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-meta"), tenant("tenant-a"));
+    subject.insert_pending(&id, &owner).await;
+    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    let ledger = subject
+        .store()
+        .record_paid_call(&id, &owner, &paid_call("openai:req_0", 10, 100))
+        .await
+        .expect("paid call");
+    subject
+        .store()
+        .mark_completed(
+            &id,
+            &owner,
+            &completed(
+                10,
+                1,
+                json!({
+                    "provider": "openai",
+                    "timings": {"startedAt": "a", "finishedAt": "b"},
+                    "providerAttempts": [{"provider": "openai", "outcome": "ok"}],
+                    "flags": {"hdr": true, "tiles": 2.5},
+                }),
+            ),
+        )
+        .await
+        .expect("completed");
+    assert_eq!(
+        row(subject, &id).await.metadata,
+        Some(json!({
+            "cost": ledger.json,
+            "provider": "openai",
+            "timings": {"startedAt": "a", "finishedAt": "b"},
+            "providerAttempts": [{"provider": "openai", "outcome": "ok"}],
+            "flags": {"hdr": true, "tiles": 2.5},
+        }))
+    );
+
+    // A second completion (a re-run): `timings` is replaced whole, not merged key by key; a
+    // null replaces the value too; keys the patch does not name are kept.
+    subject
+        .store()
+        .mark_completed(
+            &id,
+            &owner,
+            &completed(
+                10,
+                1,
+                json!({"timings": {"retriedAt": "c"}, "provider": null, "attempt": 2}),
+            ),
+        )
+        .await
+        .expect("completed again");
+    assert_eq!(
+        row(subject, &id).await.metadata,
+        Some(json!({
+            "cost": ledger.json,
+            "provider": null,
+            "timings": {"retriedAt": "c"},
+            "providerAttempts": [{"provider": "openai", "outcome": "ok"}],
+            "flags": {"hdr": true, "tiles": 2.5},
+            "attempt": 2,
+        }))
+    );
+}
+
+pub async fn failure_stores_the_error_and_keeps_cost_and_other_metadata(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-meta-failed"), tenant("tenant-a"));
+    subject.insert_pending(&id, &owner).await;
+    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    let ledger = subject
+        .store()
+        .record_paid_call(&id, &owner, &paid_call("openai:req_0", 4_270, 16_727_500))
+        .await
+        .expect("paid call");
+    let attempts = json!([{"provider": "openai", "outcome": "provider_unavailable"}]);
+    subject
+        .store()
+        .mark_failed(
+            &id,
+            &owner,
+            &failed(ErrorCode::ProviderUnavailable, 0, 0, Some(attempts.clone())),
+        )
+        .await
+        .expect("failed");
+    let first = row(subject, &id).await;
+    let metadata = first.metadata.expect("metadata");
+    assert_eq!(metadata["cost"], ledger.json);
+    assert_eq!(metadata["providerAttempts"], attempts);
+    assert_eq!(metadata["error"]["code"], "provider_unavailable");
+    assert_eq!((first.cost_tokens, first.cost_cents), (4_270, 17));
+
+    // A later failure replaces `error` whole and keeps what it does not name.
+    subject
+        .store()
+        .mark_failed(&id, &owner, &failed(ErrorCode::AssetRefused, 0, 0, None))
+        .await
+        .expect("failed again");
+    let second = row(subject, &id).await;
+    let metadata = second.metadata.expect("metadata");
+    let mut error_keys: Vec<&str> = metadata["error"]
+        .as_object()
+        .expect("error object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    error_keys.sort_unstable();
+    assert_eq!(error_keys, ["code", "failedAt", "message"]);
+    assert_eq!(metadata["error"]["code"], "asset_refused");
+    assert_eq!(metadata["error"]["message"], "asset_refused: the details");
+    assert_eq!(metadata["providerAttempts"], attempts);
+    assert_eq!(metadata["cost"], ledger.json);
+    assert_eq!((second.cost_tokens, second.cost_cents), (4_270, 17));
+}
+
+/// For a store built with `MissingDesign::Reject`.
+pub async fn reject_mode_refuses_a_missing_row(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-missing"), tenant("tenant-a"));
+    let store = subject.store();
+    assert_not_found(store.mark_processing(&id, &owner).await, &id, &owner, "mark_processing");
+    assert_eq!(
+        store.get(&id).await.expect("get"),
+        None,
+        "mark_processing created a row"
+    );
+    assert_not_found(
+        store.mark_completed(&id, &owner, &completed(1, 1, json!({}))).await,
+        &id,
+        &owner,
+        "mark_completed",
+    );
+    assert_not_found(
+        store
+            .mark_failed(&id, &owner, &failed(ErrorCode::AssetRefused, 1, 1, None))
+            .await,
+        &id,
+        &owner,
+        "mark_failed",
+    );
+    assert_not_found(
+        store.record_paid_call(&id, &owner, &paid_call("c", 1, 1)).await,
+        &id,
+        &owner,
+        "record_paid_call",
+    );
+    assert_eq!(store.get(&id).await.expect("get"), None);
+}
+
+/// For a store built with `MissingDesign::Create`: only `mark_processing` creates a row.
+pub async fn create_mode_creates_a_missing_row_for_the_tenant(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-created"), tenant("tenant-a"));
+    let store = subject.store();
+    store.mark_processing(&id, &owner).await.expect("created");
+    assert_eq!(
+        row(subject, &id).await,
+        DesignRow {
+            id: "d-created".into(),
+            tenant_id: Some("tenant-a".into()),
+            status: DesignStatus::Processing,
+            composite_texture_url: None,
+            preview_url: None,
+            high_res_url: None,
+            cost_tokens: 0,
+            cost_cents: 0,
+            metadata: None,
+        }
+    );
+    store
+        .mark_completed(&id, &owner, &completed(1, 1, json!({})))
+        .await
+        .expect("the created row completes");
+
+    let never = design("d-never");
+    assert_not_found(
+        store.mark_completed(&never, &owner, &completed(1, 1, json!({}))).await,
+        &never,
+        &owner,
+        "mark_completed",
+    );
+    assert_not_found(
+        store
+            .mark_failed(&never, &owner, &failed(ErrorCode::AssetRefused, 1, 1, None))
+            .await,
+        &never,
+        &owner,
+        "mark_failed",
+    );
+    assert_not_found(
+        store.record_paid_call(&never, &owner, &paid_call("c", 1, 1)).await,
+        &never,
+        &owner,
+        "record_paid_call",
+    );
+    assert_eq!(store.get(&never).await.expect("get"), None);
+}
+
+pub async fn an_unknown_id_reads_as_none(subject: &dyn DesignStoreUnderTest) {
+    subject.insert_pending(&design("d-known"), &tenant("tenant-a")).await;
+    assert_eq!(subject.store().get(&design("d-unknown")).await.expect("get"), None);
+}
+
+/// One test per suite function and mode for an adapter module that defines
+/// `async fn open(MissingDesign) -> impl DesignStoreUnderTest`; the fixture cleans up in `Drop`.
+macro_rules! design_store_conformance {
+    (@call $test:ident) => { super::$test };
+    (@call $test:ident $suite:ident) => { super::$suite };
+    () => {
+        design_store_conformance! {
+            pending_row_moves_to_processing_then_completed: Reject,
+            processing_row_moves_to_failed_with_the_reason: Reject,
+            another_tenants_row_is_not_found_and_left_unchanged: Reject,
+            another_tenants_row_is_not_found_and_left_unchanged_in_create_mode
+                => another_tenants_row_is_not_found_and_left_unchanged: Create,
+            a_paid_call_is_counted_once_and_a_second_call_adds: Reject,
+            cost_is_never_lowered_by_completion_or_failure: Reject,
+            completion_replaces_top_level_metadata_keys_and_keeps_the_others: Reject,
+            failure_stores_the_error_and_keeps_cost_and_other_metadata: Reject,
+            reject_mode_refuses_a_missing_row: Reject,
+            create_mode_creates_a_missing_row_for_the_tenant: Create,
+            an_unknown_id_reads_as_none: Reject,
+        }
+    };
+    ($($test:ident $(=> $suite:ident)?: $mode:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $test() {
+                let subject = open(MissingDesign::$mode).await;
+                design_store_conformance!(@call $test $($suite)?)(&subject).await;
+            }
+        )*
+    };
+}
+
+mod memory {
+    use design_render::job::{DesignId, TenantId};
+    use design_render::store::memory::MemoryDesignStore;
+    use design_render::store::{DesignStore, MissingDesign};
+
+    use super::DesignStoreUnderTest;
+
+    struct Memory(MemoryDesignStore);
+
+    #[async_trait::async_trait]
+    impl DesignStoreUnderTest for Memory {
+        fn store(&self) -> &dyn DesignStore {
+            &self.0
+        }
+
+        async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
+            self.0.insert_pending(design, tenant);
+        }
+    }
+
+    async fn open(missing: MissingDesign) -> Memory {
+        Memory(MemoryDesignStore::new(missing))
+    }
+
+    design_store_conformance!();
+}
+
+mod sqlite {
+    use design_render::job::{DesignId, TenantId};
+    use design_render::store::sqlite::SqliteDesignStore;
+    use design_render::store::{DesignStore, MissingDesign};
+
+    use super::DesignStoreUnderTest;
+
+    /// The store plus a pool of its own on the same file, for the rows the backend would insert.
+    struct Sqlite {
+        store: SqliteDesignStore,
+        seed: sqlx::SqlitePool,
+        _dir: tempfile::TempDir,
+    }
+
+    #[async_trait::async_trait]
+    impl DesignStoreUnderTest for Sqlite {
+        fn store(&self) -> &dyn DesignStore {
+            &self.store
+        }
+
+        async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
+            sqlx::query(
+                r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt")
+                   VALUES (?1, ?2, 'PENDING', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"#,
+            )
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .execute(&self.seed)
+            .await
+            .expect("insert pending design");
+        }
+    }
+
+    async fn open(missing: MissingDesign) -> Sqlite {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("designs.sqlite");
+        let store = SqliteDesignStore::open(&path, missing).await.expect("open sqlite");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let seed = sqlx::SqlitePool::connect_with(options).await.expect("seed pool");
+        Sqlite { store, seed, _dir: dir }
+    }
+
+    design_store_conformance!();
+}
+
+mod postgres {
+    use design_render::job::{DesignId, TenantId};
+    use design_render::store::{DesignStore, MissingDesign};
+
+    use super::DesignStoreUnderTest;
+    use crate::helpers::PgSchema;
+
+    #[async_trait::async_trait]
+    impl DesignStoreUnderTest for PgSchema {
+        fn store(&self) -> &dyn DesignStore {
+            &self.store
+        }
+
+        async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
+            self.insert_design(design.as_str(), tenant.as_str()).await;
+        }
+    }
+
+    /// A store on a fresh schema of its own, dropped with the fixture.
+    async fn open(missing: MissingDesign) -> PgSchema {
+        PgSchema::with_missing(missing).await
+    }
+
+    design_store_conformance!();
+}

@@ -4,7 +4,7 @@
 //! body is read, a streamed body is cut off at it), the overall time limit, and redirects,
 //! which are followed here, hop by hop, never by reqwest.
 //! It refuses every local path with [`AssetError::LocalRefused`]: reading files is
-//! `LocalFiles`' job, and only the one-shot CLI gets that adapter.
+//! the local-files adapter's job, and only the one-shot CLI gets that adapter.
 //!
 //! The guard works at three points, so neither a DNS answer nor a redirect can slip past it:
 //! IP literals in a URL are checked before any request, host names go through

@@ -1,7 +1,7 @@
 //! The local-file asset adapter, for the one-shot `render` command only.
 //!
 //! Owns reading local paths (given directly or as `file://` URLs) under the byte limit. Every
-//! remote ref goes to the inner [`AssetSource`] it wraps (the `HttpAssets` in production), so
+//! remote ref goes to the inner [`AssetSource`] it wraps (the HTTP downloader in production), so
 //! the SSRF guard and the download limits still apply to URLs given on the command line.
 //! It must never be built for the queue worker: a queued job must not be able to read the
 //! worker's own disk. That choice is made once, in `app.rs`.

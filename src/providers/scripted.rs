@@ -80,6 +80,7 @@ enum Outcome {
         paid_call: Option<PaidCall>,
     },
     Fail(ProviderError),
+    Panic,
 }
 
 #[derive(Default)]
@@ -109,6 +110,15 @@ impl Answer {
     pub fn fail(error: ProviderError) -> Self {
         Self {
             outcome: Outcome::Fail(error),
+            gate: None,
+        }
+    }
+
+    /// Panics inside the call, as a provider with a bug would, so tests can check that a panic
+    /// costs one attempt and nothing else (no held slot, no stuck row).
+    pub fn panic() -> Self {
+        Self {
+            outcome: Outcome::Panic,
             gate: None,
         }
     }
@@ -225,6 +235,7 @@ impl ImageEditor for ScriptedEditor {
         }
         let (image, paid_call) = match outcome {
             Outcome::Fail(error) => return Err(error),
+            Outcome::Panic => panic!("scripted panic in call {call}"),
             Outcome::Image { image, paid_call } => (image, paid_call),
         };
         let image = match image {

@@ -9,3 +9,4 @@ mod helpers;
 mod migrations;
 mod providers;
 mod queue;
+mod worker;

@@ -4,6 +4,7 @@
 
 pub mod pg;
 pub mod redis;
+pub mod worker;
 
 pub use self::pg::{PG_URL, PgSchema, SchemaGuard, create_schema};
 pub use self::redis::{REDIS_URL, RedisKeys};

@@ -139,7 +139,6 @@ impl EventSinkError {
 /// Delivers render events.
 #[async_trait::async_trait]
 pub trait EventSink: Send + Sync {
-    fn name(&self) -> &'static str;
     async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError>;
 }
 
@@ -150,10 +149,6 @@ pub struct Fanout {
 
 #[async_trait::async_trait]
 impl EventSink for Fanout {
-    fn name(&self) -> &'static str {
-        "fanout"
-    }
-
     async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
         let results = futures_util::future::join_all(self.sinks.iter().map(|sink| sink.publish(event))).await;
         results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
@@ -184,10 +179,6 @@ impl MemorySink {
 
 #[async_trait::async_trait]
 impl EventSink for MemorySink {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
     async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
         self.events
             .lock()

@@ -19,10 +19,6 @@ impl<C> EventSink for RedisPublisher<C>
 where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
     async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
         let payload = serde_json::to_string(event)?;
         let mut connection = self.connection.clone();

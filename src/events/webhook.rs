@@ -50,10 +50,6 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 
 #[async_trait::async_trait]
 impl EventSink for WebhookSink {
-    fn name(&self) -> &'static str {
-        "webhook"
-    }
-
     async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
         let body = serde_json::to_vec(event)?;
         let timestamp = chrono::Utc::now().timestamp();

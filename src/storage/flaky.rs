@@ -163,11 +163,6 @@ impl<S: ?Sized> FlakyBlobStore<S> {
 
 #[async_trait::async_trait]
 impl<S: BlobStore + ?Sized> BlobStore for FlakyBlobStore<S> {
-    /// The inner store's name: the decorator is invisible until it injects a fault.
-    fn name(&self) -> &'static str {
-        self.inner.name()
-    }
-
     async fn put(
         &self,
         key: &StorageKey,

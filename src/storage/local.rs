@@ -48,10 +48,6 @@ impl LocalStore {
 
 #[async_trait::async_trait]
 impl BlobStore for LocalStore {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
     async fn put(
         &self,
         key: &StorageKey,

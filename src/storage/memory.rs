@@ -59,10 +59,6 @@ impl MemoryBlobStore {
 
 #[async_trait::async_trait]
 impl BlobStore for MemoryBlobStore {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
     async fn put(
         &self,
         key: &StorageKey,

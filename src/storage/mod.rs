@@ -119,8 +119,6 @@ impl StorageError {
 /// A place that stores bytes under a key and returns a URL for them.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync {
-    fn name(&self) -> &'static str;
-
     /// Stores `bytes` under `key` (replacing what was there) and returns the public URL.
     async fn put(&self, key: &StorageKey, bytes: Vec<u8>, content_type: &'static str)
     -> Result<url::Url, StorageError>;

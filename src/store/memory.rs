@@ -94,10 +94,6 @@ impl MemoryDesignStore {
 
 #[async_trait::async_trait]
 impl DesignStore for MemoryDesignStore {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
     async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError> {
         let mut rows = self.lock();
         match rows.get_mut(design.as_str()) {

@@ -125,8 +125,6 @@ impl StoreError {
 /// Status transitions of Design rows.
 #[async_trait::async_trait]
 pub trait DesignStore: Send + Sync {
-    fn name(&self) -> &'static str;
-
     /// Sets PROCESSING. Fails with [`StoreError::NotFound`] when the row is missing (and the store
     /// was built with [`MissingDesign::Reject`]) or belongs to another tenant.
     async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError>;

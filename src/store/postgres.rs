@@ -146,10 +146,6 @@ impl PgDesignStore {
 
 #[async_trait::async_trait]
 impl DesignStore for PgDesignStore {
-    fn name(&self) -> &'static str {
-        "postgres"
-    }
-
     async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError> {
         let query = match self.missing {
             MissingDesign::Create => sqlx::query(

@@ -122,10 +122,6 @@ impl SqliteDesignStore {
 
 #[async_trait::async_trait]
 impl DesignStore for SqliteDesignStore {
-    fn name(&self) -> &'static str {
-        "sqlite"
-    }
-
     async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError> {
         let result = match self.missing {
             MissingDesign::Create => sqlx::query(

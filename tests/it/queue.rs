@@ -649,31 +649,6 @@ async fn killed_worker_job_is_completed_by_another_worker_once() {
     teardown(queue, events, setup, schema).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_the_worker_exit_cleanly() {
-    let schema = PgSchema::new().await;
-    let setup = QueueSetup::new("shutdown");
-    let worker = setup.spawn_worker(&schema.url(), &[("SHUTDOWN_GRACE_SECONDS", "5")]);
-    // Ready once the worker has registered its Redis connections is not observable from here;
-    // a job round trip proves it is consuming before the signal.
-    let assets = asset_server(Duration::ZERO).await;
-    let design = unique("stop");
-    schema.insert_design(&design, "tenant-s").await;
-    let events = setup.events().await;
-    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
-    queue
-        .add(
-            "render",
-            payload(&design, "tenant-s", &format!("{}/base.png", assets.uri())),
-        )
-        .await
-        .unwrap();
-    await_completed(&events, 1).await;
-    let status = worker.terminate().await;
-    assert!(status.success(), "worker exit status {status:?}");
-    teardown(queue, events, setup, schema).await;
-}
-
 /// A worker of concurrency 1 that is mid-job: the job is active in BullMQ and its Design row
 /// is PROCESSING, while its download (served after `download`) is still running.
 struct LongJob {

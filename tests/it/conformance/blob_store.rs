@@ -234,11 +234,6 @@ mod flaky_with_an_empty_plan {
     }
 
     blob_store_conformance!();
-
-    #[test]
-    fn it_reports_the_inner_stores_name() {
-        assert_eq!(open().store.name(), MemoryBlobStore::new().name());
-    }
 }
 
 /// What the fault plans inject, and that every put they do not claim reaches the inner store.

@@ -4,7 +4,7 @@
 //! adapters statement by statement: a row of another tenant is refused with
 //! [`StoreError::NotFound`] and left untouched, completion and failure merge `metadata` by
 //! replacing top-level keys, cost columns are never lowered by them, and paid calls go through the
-//! shared [`merge_paid_call`](super::merge_paid_call) so a call id counts once. The conformance
+//! shared `merge_paid_call` so a call id counts once. The conformance
 //! suite in `tests/it/conformance` holds all three adapters to the same behaviour.
 
 use std::collections::BTreeMap;

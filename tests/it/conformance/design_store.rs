@@ -77,6 +77,26 @@ fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, id: &Desi
     }
 }
 
+/// Every write other than `mark_processing` on `id` as `tenant` fails with NotFound naming both.
+async fn assert_writes_are_not_found(store: &dyn DesignStore, id: &DesignId, tenant: &TenantId) {
+    let render = completed(999, 99, json!({"by": "stranger"}));
+    assert_not_found(
+        store.mark_completed(id, tenant, &render).await,
+        id,
+        tenant,
+        "mark_completed",
+    );
+    let failure = failed(ErrorCode::AssetRefused, 999, 99, None);
+    assert_not_found(store.mark_failed(id, tenant, &failure).await, id, tenant, "mark_failed");
+    let call = paid_call("call-stranger", 5_000, 9_000_000);
+    assert_not_found(
+        store.record_paid_call(id, tenant, &call).await,
+        id,
+        tenant,
+        "record_paid_call",
+    );
+}
+
 pub async fn pending_row_moves_to_processing_then_completed(subject: &dyn DesignStoreUnderTest) {
     let (id, owner) = (design("d-flow"), tenant("tenant-a"));
     subject.insert_pending(&id, &owner).await;
@@ -198,33 +218,8 @@ pub async fn another_tenants_row_is_not_found_and_left_unchanged(subject: &dyn D
         "mark_processing",
     );
     assert_eq!(row(subject, &id).await, before, "mark_processing changed the row");
-    assert_not_found(
-        store
-            .mark_completed(&id, &intruder, &completed(999, 99, json!({"owner": "intruder"})))
-            .await,
-        &id,
-        &intruder,
-        "mark_completed",
-    );
-    assert_eq!(row(subject, &id).await, before, "mark_completed changed the row");
-    assert_not_found(
-        store
-            .mark_failed(&id, &intruder, &failed(ErrorCode::ProviderUnavailable, 999, 99, None))
-            .await,
-        &id,
-        &intruder,
-        "mark_failed",
-    );
-    assert_eq!(row(subject, &id).await, before, "mark_failed changed the row");
-    assert_not_found(
-        store
-            .record_paid_call(&id, &intruder, &paid_call("call-2", 5_000, 9_000_000))
-            .await,
-        &id,
-        &intruder,
-        "record_paid_call",
-    );
-    assert_eq!(row(subject, &id).await, before, "record_paid_call changed the row");
+    assert_writes_are_not_found(store, &id, &intruder).await;
+    assert_eq!(row(subject, &id).await, before, "a refused write changed the row");
 
     // The owner is still served.
     store
@@ -450,26 +445,7 @@ pub async fn reject_mode_refuses_a_missing_row(subject: &dyn DesignStoreUnderTes
         None,
         "mark_processing created a row"
     );
-    assert_not_found(
-        store.mark_completed(&id, &owner, &completed(1, 1, json!({}))).await,
-        &id,
-        &owner,
-        "mark_completed",
-    );
-    assert_not_found(
-        store
-            .mark_failed(&id, &owner, &failed(ErrorCode::AssetRefused, 1, 1, None))
-            .await,
-        &id,
-        &owner,
-        "mark_failed",
-    );
-    assert_not_found(
-        store.record_paid_call(&id, &owner, &paid_call("c", 1, 1)).await,
-        &id,
-        &owner,
-        "record_paid_call",
-    );
+    assert_writes_are_not_found(store, &id, &owner).await;
     assert_eq!(store.get(&id).await.expect("get"), None);
 }
 
@@ -498,26 +474,7 @@ pub async fn create_mode_creates_a_missing_row_for_the_tenant(subject: &dyn Desi
         .expect("the created row completes");
 
     let never = design("d-never");
-    assert_not_found(
-        store.mark_completed(&never, &owner, &completed(1, 1, json!({}))).await,
-        &never,
-        &owner,
-        "mark_completed",
-    );
-    assert_not_found(
-        store
-            .mark_failed(&never, &owner, &failed(ErrorCode::AssetRefused, 1, 1, None))
-            .await,
-        &never,
-        &owner,
-        "mark_failed",
-    );
-    assert_not_found(
-        store.record_paid_call(&never, &owner, &paid_call("c", 1, 1)).await,
-        &never,
-        &owner,
-        "record_paid_call",
-    );
+    assert_writes_are_not_found(store, &never, &owner).await;
     assert_eq!(store.get(&never).await.expect("get"), None);
 }
 

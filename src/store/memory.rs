@@ -36,17 +36,7 @@ impl MemoryDesignStore {
     /// Adds a PENDING row owned by `tenant`, as the backend does before it enqueues a job.
     /// An existing row with this id is replaced.
     pub fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
-        self.insert_row(DesignRow {
-            id: design.as_str().to_owned(),
-            tenant_id: Some(tenant.as_str().to_owned()),
-            status: DesignStatus::Pending,
-            composite_texture_url: None,
-            preview_url: None,
-            high_res_url: None,
-            cost_tokens: 0,
-            cost_cents: 0,
-            metadata: None,
-        });
+        self.insert_row(DesignRow::fresh(design, tenant, DesignStatus::Pending));
     }
 
     /// Adds (or replaces) a row exactly as given, for tests that start from an unusual state,
@@ -106,17 +96,7 @@ impl DesignStore for MemoryDesignStore {
                 MissingDesign::Create => {
                     rows.insert(
                         design.as_str().to_owned(),
-                        DesignRow {
-                            id: design.as_str().to_owned(),
-                            tenant_id: Some(tenant.as_str().to_owned()),
-                            status: DesignStatus::Processing,
-                            composite_texture_url: None,
-                            preview_url: None,
-                            high_res_url: None,
-                            cost_tokens: 0,
-                            cost_cents: 0,
-                            metadata: None,
-                        },
+                        DesignRow::fresh(design, tenant, DesignStatus::Processing),
                     );
                     Ok(())
                 }

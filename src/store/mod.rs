@@ -91,6 +91,23 @@ pub struct DesignRow {
     pub metadata: Option<serde_json::Value>,
 }
 
+impl DesignRow {
+    /// A row as first written: owned by `tenant`, no outputs, no cost, no metadata.
+    pub fn fresh(design: &DesignId, tenant: &TenantId, status: DesignStatus) -> Self {
+        Self {
+            id: design.as_str().to_owned(),
+            tenant_id: Some(tenant.as_str().to_owned()),
+            status,
+            composite_texture_url: None,
+            preview_url: None,
+            high_res_url: None,
+            cost_tokens: 0,
+            cost_cents: 0,
+            metadata: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No row with this id for this tenant (it does not exist, or another tenant owns it).

@@ -77,6 +77,12 @@ fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, id: &Desi
     }
 }
 
+/// Seeds a PENDING row for `owner` and moves it to PROCESSING, as a job's first step does.
+async fn processing(subject: &dyn DesignStoreUnderTest, id: &DesignId, owner: &TenantId) {
+    subject.insert_pending(id, owner).await;
+    subject.store().mark_processing(id, owner).await.expect("processing");
+}
+
 /// Every write other than `mark_processing` on `id` as `tenant` fails with NotFound naming both.
 async fn assert_writes_are_not_found(store: &dyn DesignStore, id: &DesignId, tenant: &TenantId) {
     let render = completed(999, 99, json!({"by": "stranger"}));
@@ -201,8 +207,7 @@ pub async fn processing_row_moves_to_failed_with_the_reason(subject: &dyn Design
 
 pub async fn another_tenants_row_is_not_found_and_left_unchanged(subject: &dyn DesignStoreUnderTest) {
     let (id, owner, intruder) = (design("d-owned"), tenant("tenant-a"), tenant("tenant-b"));
-    subject.insert_pending(&id, &owner).await;
-    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    processing(subject, &id, &owner).await;
     subject
         .store()
         .record_paid_call(&id, &owner, &paid_call("call-1", 100, 250_000))
@@ -231,8 +236,7 @@ pub async fn another_tenants_row_is_not_found_and_left_unchanged(subject: &dyn D
 
 pub async fn a_paid_call_is_counted_once_and_a_second_call_adds(subject: &dyn DesignStoreUnderTest) {
     let (id, owner) = (design("d-paid"), tenant("tenant-a"));
-    subject.insert_pending(&id, &owner).await;
-    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    processing(subject, &id, &owner).await;
     let store = subject.store();
 
     let first = store
@@ -322,8 +326,7 @@ pub async fn cost_is_never_lowered_by_completion_or_failure(subject: &dyn Design
 
 pub async fn completion_replaces_top_level_metadata_keys_and_keeps_the_others(subject: &dyn DesignStoreUnderTest) {
     let (id, owner) = (design("d-meta"), tenant("tenant-a"));
-    subject.insert_pending(&id, &owner).await;
-    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    processing(subject, &id, &owner).await;
     let ledger = subject
         .store()
         .record_paid_call(&id, &owner, &paid_call("openai:req_0", 10, 100))
@@ -388,8 +391,7 @@ pub async fn completion_replaces_top_level_metadata_keys_and_keeps_the_others(su
 
 pub async fn failure_stores_the_error_and_keeps_cost_and_other_metadata(subject: &dyn DesignStoreUnderTest) {
     let (id, owner) = (design("d-meta-failed"), tenant("tenant-a"));
-    subject.insert_pending(&id, &owner).await;
-    subject.store().mark_processing(&id, &owner).await.expect("processing");
+    processing(subject, &id, &owner).await;
     let ledger = subject
         .store()
         .record_paid_call(&id, &owner, &paid_call("openai:req_0", 4_270, 16_727_500))

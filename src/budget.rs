@@ -188,7 +188,7 @@ pub fn estimate(
 /// Sizes outside the table (gpt-image-2 accepts arbitrary sizes, reference §1) are
 /// extrapolated from the 1024x1024 figure in proportion to pixel area, rounded up. That rule
 /// reproduces the 1024x1536 column exactly and slightly over-estimates 1536x1024.
-pub fn output_image_tokens(quality: Quality, size: (u32, u32)) -> u64 {
+fn output_image_tokens(quality: Quality, size: (u32, u32)) -> u64 {
     let row: [u64; 3] = match quality {
         Quality::Low => [272, 408, 400],
         Quality::Medium => [1056, 1584, 1568],
@@ -356,7 +356,7 @@ impl EstimateSettings {
 }
 
 impl MicroCents {
-    pub const PER_CENT: u64 = 1_000_000;
+    const PER_CENT: u64 = 1_000_000;
 
     /// Whole cents, rounded up so that a fraction of a cent is never lost from a bill.
     pub fn cents_rounded_up(self) -> u64 {
@@ -369,10 +369,6 @@ impl MicroCents {
 }
 
 impl Cost {
-    pub fn cents_rounded_up(&self) -> u64 {
-        self.total.cents_rounded_up()
-    }
-
     fn from_breakdown(breakdown: CostBreakdown) -> Self {
         let total = breakdown
             .text_input
@@ -766,7 +762,7 @@ mod tests {
         assert_eq!(cost.breakdown.image_input, MicroCents(65 * 1_000));
         assert_eq!(cost.breakdown.image_output, MicroCents(16_640_000));
         assert_eq!(cost.total, MicroCents(16_727_500)); // $0.167275
-        assert_eq!(cost.cents_rounded_up(), 17);
+        assert_eq!(cost.total.cents_rounded_up(), 17);
     }
 
     #[test]
@@ -815,7 +811,7 @@ mod tests {
         assert_eq!(priced(1, (512, 512)).expect("priced").total, MicroCents(1_800_000));
         let two = priced(2, (1024, 1024)).expect("priced");
         assert_eq!(two.breakdown.images, MicroCents(4_000_000));
-        assert_eq!(two.cents_rounded_up(), 4);
+        assert_eq!(two.total.cents_rounded_up(), 4);
         assert_eq!(
             priced(1, (2048, 2048)).unwrap_err(),
             BudgetError::MissingPrice {

@@ -28,8 +28,9 @@ macro_rules! error_codes {
                 }
             }
 
-            /// One sentence saying what the code means, for documentation.
-            pub fn description(self) -> &'static str {
+            /// One sentence saying what the code means; the documented table is made from it.
+            #[cfg(test)]
+            fn description(self) -> &'static str {
                 match self {
                     $(ErrorCode::$variant => concat!($($doc),+).trim_ascii(),)+
                 }

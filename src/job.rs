@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 /// Longest accepted identifier (design, tenant, user).
 pub const MAX_ID_LEN: usize = 128;
 /// Smallest and largest side accepted in `renderOptions.size`.
-pub const MIN_SIDE: u32 = 64;
-pub const MAX_SIDE: u32 = 4096;
+const MIN_SIDE: u32 = 64;
+const MAX_SIDE: u32 = 4096;
 /// Longest accepted raw prompt, before sanitisation trims it to a provider's own limit.
-pub const MAX_RAW_PROMPT_CHARS: usize = 32_000;
+const MAX_RAW_PROMPT_CHARS: usize = 32_000;
 /// Longest accepted asset reference.
-pub const MAX_URL_LEN: usize = 4096;
+const MAX_URL_LEN: usize = 4096;
 
 /// The job payload exactly as the backend enqueues it. Unknown fields are ignored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

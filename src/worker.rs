@@ -216,7 +216,7 @@ impl RenderWorker {
 }
 
 /// The delivery's payload as a validated request. A payload that does not decode is permanent.
-pub fn parse_request(payload: &serde_json::Value) -> Result<RenderRequest, PayloadError> {
+fn parse_request(payload: &serde_json::Value) -> Result<RenderRequest, PayloadError> {
     let payload = JobPayload::deserialize(payload).map_err(|error| PayloadError {
         field: "payload",
         rule: format!("is not a valid job object: {error}"),
@@ -254,7 +254,7 @@ fn raw_subject(delivery: &Delivery) -> EventSubject {
 
 /// A uniformly spread delay in [`SATURATED_DELAY_MIN`, `SATURATED_DELAY_MAX`), so saturated
 /// jobs from many workers do not come back in lockstep.
-pub fn saturated_delay() -> Duration {
+fn saturated_delay() -> Duration {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()

@@ -12,9 +12,9 @@ use hmac::{KeyInit, Mac};
 use super::{EventSink, EventSinkError, RenderEvent};
 use crate::config::Secret;
 
-pub const SIGNATURE_HEADER: &str = "x-design-render-signature";
-pub const TIMESTAMP_HEADER: &str = "x-design-render-timestamp";
-pub const EVENT_HEADER: &str = "x-design-render-event";
+const SIGNATURE_HEADER: &str = "x-design-render-signature";
+const TIMESTAMP_HEADER: &str = "x-design-render-timestamp";
+const EVENT_HEADER: &str = "x-design-render-event";
 
 pub struct WebhookSink {
     client: reqwest::Client,

@@ -25,7 +25,7 @@ pub enum SniffedFormat {
 
 impl SniffedFormat {
     /// Recognises PNG, JPEG and WebP by their signatures.
-    pub fn sniff(bytes: &[u8]) -> Option<Self> {
+    fn sniff(bytes: &[u8]) -> Option<Self> {
         if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
             Some(Self::Png)
         } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {

@@ -14,7 +14,7 @@ pub mod resize;
 use image::{GrayImage, RgbaImage};
 
 /// Mask values at or above this count as "regenerate" where a binary decision is needed.
-pub const MASK_THRESHOLD: u8 = 128;
+const MASK_THRESHOLD: u8 = 128;
 
 /// Turns a decoded mask image into a coverage plane the size of the base: white means
 /// "regenerate", black means "keep". Transparent pixels count as black, so a mask drawn on a

@@ -96,7 +96,7 @@ pub struct BreakerOpen {
 
 /// The longest accepted `open_for`. Larger values are clamped so that `Instant + open_for` can
 /// never overflow, whatever the configuration says.
-pub const MAX_OPEN_FOR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+const MAX_OPEN_FOR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// A thread-safe circuit breaker. Cloning is cheap and clones share state.
 #[derive(Clone)]
@@ -219,7 +219,7 @@ impl fmt::Debug for CircuitBreaker {
 
 impl Permit {
     /// Whether this permit is the single half-open probe.
-    pub fn is_probe(&self) -> bool {
+    fn is_probe(&self) -> bool {
         self.role == Role::Probe
     }
 

@@ -63,7 +63,7 @@ pub async fn send(provider: &'static str, request: reqwest::RequestBuilder) -> R
 }
 
 /// A request that failed on the way (no usable answer): always transient.
-pub fn transport_error(provider: &'static str, error: &reqwest::Error) -> ProviderError {
+fn transport_error(provider: &'static str, error: &reqwest::Error) -> ProviderError {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {

@@ -172,7 +172,8 @@ impl ScriptedEditor {
     }
 
     /// Says the provider ignores the prompt, as the built-in fill does.
-    pub fn ignoring_prompt(mut self) -> Self {
+    #[cfg(test)]
+    fn ignoring_prompt(mut self) -> Self {
         self.uses_prompt = false;
         self
     }

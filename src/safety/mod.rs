@@ -175,10 +175,6 @@ impl SafePrompt {
     pub fn char_count(&self) -> usize {
         self.0.chars().count()
     }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
 }
 
 impl AsRef<str> for SafePrompt {
@@ -396,7 +392,7 @@ mod test_support {
     }
 
     pub(super) fn text(raw: &str) -> String {
-        ok(raw).prompt.into_string()
+        ok(raw).prompt.as_str().to_owned()
     }
 
     pub(super) fn blocked_category(raw: &str, policy: &SafetyPolicy) -> Option<String> {

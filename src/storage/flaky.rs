@@ -86,7 +86,7 @@ impl FaultPlan {
     }
 
     /// Whether no rule can fire any more (every counted rule is used up, none fires always).
-    pub fn is_spent(&self) -> bool {
+    fn is_spent(&self) -> bool {
         self.rules.iter().all(|rule| rule.times == Times::Next(0))
     }
 

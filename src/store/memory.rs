@@ -41,7 +41,7 @@ impl MemoryDesignStore {
 
     /// Adds (or replaces) a row exactly as given, for tests that start from an unusual state,
     /// such as a row without a tenant or with metadata written by the backend.
-    pub fn insert_row(&self, row: DesignRow) {
+    fn insert_row(&self, row: DesignRow) {
         self.lock().insert(row.id.clone(), row);
     }
 

@@ -219,7 +219,7 @@ pub(crate) fn merge_paid_call(metadata: Option<&serde_json::Value>, call: &PaidC
         .values()
         .map(|e| field(e, "microCents"))
         .fold(0, u64::saturating_add);
-    let cents = micro_cents.div_ceil(crate::budget::MicroCents::PER_CENT);
+    let cents = crate::budget::MicroCents(micro_cents).cents_rounded_up();
     CostLedger {
         cost_tokens: i32::try_from(tokens).unwrap_or(i32::MAX),
         cost_cents: i32::try_from(cents).unwrap_or(i32::MAX),

@@ -7,7 +7,7 @@
 //! and release is idempotent. Time is [`tokio::time::Instant`], so a test under
 //! `tokio::time::pause()` can let leases expire with `advance` instead of waiting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -66,8 +66,9 @@ impl MemoryTenantLimiter {
     }
 
     /// How many unexpired leases each tenant holds, for tenants holding at least one.
-    pub fn held_counts(&self) -> BTreeMap<TenantId, usize> {
-        let mut counts = BTreeMap::new();
+    #[cfg(test)]
+    fn held_counts(&self) -> std::collections::BTreeMap<TenantId, usize> {
+        let mut counts = std::collections::BTreeMap::new();
         for lease in self.held_leases() {
             *counts.entry(lease.tenant).or_insert(0) += 1;
         }
@@ -128,6 +129,8 @@ impl TenantLimiter for MemoryTenantLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]

@@ -172,3 +172,41 @@ fn only_the_store_module_contains_sql() {
     assert_free_of(&outside, &["UPDATE \"Design\"", "INSERT INTO", "sqlx::query"]);
     assert!(Path::new(&super::helpers::project_file("src/store/postgres.rs")).exists());
 }
+
+/// The `unreachable_pub` discipline for a library whose modules are all public (so the lint
+/// itself finds nothing): a `pub` function, constant or static must be named in some other file
+/// of the project (another module, `main.rs`, the tests, benches or examples); one used only in
+/// its own file is private, and one named nowhere else at all is dead. Types are left out: a
+/// type used only in its own file may still be part of a public signature.
+#[test]
+fn public_functions_and_constants_are_used_outside_their_file() {
+    let declaration =
+        regex::Regex::new(r"(?m)^\s*pub\s+(?:async\s+)?(?:const\s+fn|fn|const|static)\s+([A-Za-z_][A-Za-z0-9_]*)")
+            .expect("pattern");
+    let files = rust_files(&["src", "tests", "benches", "examples"]);
+    let texts: Vec<(PathBuf, String)> = files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).expect("readable source");
+            (file, text)
+        })
+        .collect();
+    let src = super::helpers::project_file("src");
+    let mut private = Vec::new();
+    for (file, _) in texts.iter().filter(|(file, _)| file.starts_with(&src)) {
+        for name in declaration
+            .captures_iter(&production_text(file))
+            .map(|c| c[1].to_owned())
+        {
+            let word = regex::Regex::new(&format!(r"\b{name}\b")).expect("pattern");
+            if !texts.iter().any(|(other, text)| other != file && word.is_match(text)) {
+                private.push(format!("{}: {name}", file.display()));
+            }
+        }
+    }
+    assert!(
+        private.is_empty(),
+        "public but used only in their own file (make them private or delete them):\n{}",
+        private.join("\n")
+    );
+}

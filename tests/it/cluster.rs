@@ -10,8 +10,8 @@ use design_render::config::RedisConfig;
 use design_render::store::DesignStatus;
 use serde_json::json;
 
-use super::helpers::{PgSchema, unique};
-use super::queue::{PublishedEvents, QueueSetup, asset_server, node, payload};
+use super::helpers::queue::{PublishedEvents, QueueSetup, asset_server, payload};
+use super::helpers::{PgSchema, node, unique};
 
 /// How long the nodes get to come up and agree on the slot map.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -32,9 +32,11 @@ impl RedisCluster {
             .map(|port| {
                 let node_dir = dir.path().join(port.to_string());
                 std::fs::create_dir(&node_dir).expect("node dir");
+                // A short node timeout also shortens the delay before a new master reports
+                // `cluster_state:ok` (five seconds at the default).
                 Command::new("redis-server")
                     .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
                     .args(["--save", "", "--appendonly", "no"])
                     .arg("--dir")
                     .arg(&node_dir)
@@ -52,19 +54,35 @@ impl RedisCluster {
         for port in &cluster.ports {
             cluster.wait_until(*port, &["PING"], "PONG");
         }
-        let mut create = Command::new("redis-cli");
-        create.args(["--cluster", "create"]);
-        create.args(cluster.ports.iter().map(|port| format!("127.0.0.1:{port}")));
-        let status = create
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("redis-cli runs");
-        assert!(status.success(), "redis-cli --cluster create failed");
+        // What `redis-cli --cluster create` does, without its one-second polls: each node takes
+        // an equal range of the 16384 slots, and the first one introduces the others.
+        let count = cluster.ports.len();
+        for (index, port) in cluster.ports.iter().enumerate() {
+            let first = index * 16384 / count;
+            let last = (index + 1) * 16384 / count - 1;
+            cluster.run(
+                *port,
+                &["CLUSTER", "ADDSLOTSRANGE", &first.to_string(), &last.to_string()],
+            );
+        }
+        for port in &cluster.ports[1..] {
+            cluster.run(cluster.ports[0], &["CLUSTER", "MEET", "127.0.0.1", &port.to_string()]);
+        }
         for port in &cluster.ports {
             cluster.wait_until(*port, &["CLUSTER", "INFO"], "cluster_state:ok");
         }
         cluster
+    }
+
+    /// Runs one command on a node; it must answer OK.
+    fn run(&self, port: u16, command: &[&str]) {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(command)
+            .output()
+            .expect("redis-cli runs");
+        let answer = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(answer.trim(), "OK", "node {port} answered {command:?} with {answer}");
     }
 
     /// Polls a node until `command` answers with text containing `wanted` (a node's readiness

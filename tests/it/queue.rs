@@ -2,301 +2,21 @@
 //! the real `bullmq` npm package on the Node side. Every test uses its own queue name, key
 //! prefix and PostgreSQL schema, so tests run in parallel and twice in a row.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use bullmq::types::JobState;
-use bullmq::{Queue, QueueEvent, QueueEvents, QueueEventsOptions, QueueOptions};
+use bullmq::{Queue, QueueEvents};
 use design_render::store::{DesignRow, DesignStatus};
-use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, ResponseTemplate};
 
-pub use super::helpers::PgSchema;
-use super::helpers::{REDIS_URL, RedisKeys, unique};
-use super::helpers::{gradient_png, project_file};
-/// Generous: two busy cores, debug builds.
-const DEADLINE: Duration = Duration::from_secs(90);
-
-/// Queue name, prefix and a storage directory of one test. Dropping it deletes every Redis key
-/// under the prefix (the queue's and the tenant leases).
-pub struct QueueSetup {
-    pub queue: String,
-    pub prefix: String,
-    pub dir: tempfile::TempDir,
-    /// Owns the prefix's keys; a test that swaps `prefix` for a cluster one keeps it anyway.
-    _keys: RedisKeys,
-}
-
-impl QueueSetup {
-    pub fn new(label: &str) -> Self {
-        let keys = RedisKeys::new("drtest");
-        Self {
-            queue: unique(label),
-            prefix: keys.prefix().to_owned(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            _keys: keys,
-        }
-    }
-
-    pub fn queue_options(&self) -> QueueOptions {
-        QueueOptions::new()
-            .connection(bullmq::options::RedisConnectionOptions::new().url(REDIS_URL))
-            .prefix(self.prefix.clone())
-    }
-
-    /// Events of this queue from its very beginning (so none is missed).
-    pub async fn events(&self) -> QueueEvents {
-        QueueEvents::with_options(
-            &self.queue,
-            QueueEventsOptions {
-                connection: bullmq::options::RedisConnectionOptions::new().url(REDIS_URL),
-                prefix: self.prefix.clone(),
-                last_event_id: Some("0-0".into()),
-                ..QueueEventsOptions::default()
-            },
-        )
-        .await
-        .expect("queue events")
-    }
-
-    /// Starts `design-render worker` with this test's queue, the schema and extra variables.
-    pub fn spawn_worker(&self, database_url: &str, extra: &[(&str, &str)]) -> WorkerProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_design-render"));
-        command
-            .arg("worker")
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("REDIS_URL", REDIS_URL)
-            .env("QUEUE_NAME", &self.queue)
-            .env("BULLMQ_PREFIX", &self.prefix)
-            .env("DATABASE_URL", database_url)
-            .env("STORAGE_DIR", self.dir.path().join("storage"))
-            .env("ALLOW_PRIVATE_ASSET_HOSTS", "127.0.0.1")
-            .env("PREVIEW_SIZE", "64")
-            .env(
-                "RUST_LOG",
-                if std::env::var_os("TEST_LOG").is_some() {
-                    "info"
-                } else {
-                    "warn"
-                },
-            )
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        WorkerProcess(
-            tokio::process::Command::from(command)
-                .kill_on_drop(true)
-                .spawn()
-                .expect("worker starts"),
-        )
-    }
-}
-
-/// A worker process; killed (SIGKILL) when dropped so a failing test leaves nothing running.
-pub struct WorkerProcess(tokio::process::Child);
-
-impl WorkerProcess {
-    /// Sends a signal (`TERM`, `INT`, `KILL`) without waiting.
-    pub fn signal(&self, name: &str) {
-        let pid = self.0.id().expect("worker still running");
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits for the process to exit.
-    pub async fn exit_status(&mut self) -> std::process::ExitStatus {
-        self.0.wait().await.expect("worker exits")
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        self.exit_status().await
-    }
-}
-
-/// Closes a test's queue clients, then drops its Redis keys and PostgreSQL schema (their
-/// fixtures clean up in `Drop`).
-pub async fn teardown(queue: Queue, events: QueueEvents, setup: QueueSetup, schema: PgSchema) {
-    queue.close().await;
-    events.close().await;
-    drop(setup);
-    drop(schema);
-}
-
-/// A local asset server with a 64x64 base texture at `/base.png`.
-pub async fn asset_server(delay: Duration) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/base.png"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_raw(gradient_png(64, 64), "image/png")
-                .set_delay(delay),
-        )
-        .mount(&server)
-        .await;
-    server
-}
-
-pub fn payload(design: &str, tenant: &str, base_url: &str) -> Value {
-    json!({
-        "designId": design,
-        "prompt": "mossy stone",
-        "baseTextureUrl": base_url,
-        "tenantId": tenant,
-        "userId": "user-1",
-        "renderOptions": {"size": "64x64"}
-    })
-}
-
-/// Installs the Node fixture's packages once per machine state (`npm ci` when node_modules is
-/// missing), under a file lock so parallel tests and test processes do not race.
-pub fn ensure_node_modules() -> PathBuf {
-    static READY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    READY
-        .get_or_init(|| {
-            let dir = project_file("tests/node");
-            let lock = std::fs::File::create(std::env::temp_dir().join("design-render-npm-ci.lock")).unwrap();
-            lock.lock().expect("npm lock");
-            if !dir.join("node_modules/bullmq/package.json").exists() {
-                let status = Command::new("npm")
-                    .args(["ci", "--no-audit", "--no-fund"])
-                    .current_dir(&dir)
-                    .status()
-                    .expect("npm runs");
-                assert!(status.success(), "npm ci in tests/node failed");
-            }
-            lock.unlock().unwrap();
-            dir
-        })
-        .clone()
-}
-
-/// Runs a Node fixture script with a JSON argument and parses its JSON output.
-pub async fn node(script: &str, spec: Value) -> Value {
-    let dir = ensure_node_modules();
-    let output = tokio::process::Command::new("node")
-        .arg(script)
-        .arg(spec.to_string())
-        .current_dir(&dir)
-        .output()
-        .await
-        .expect("node runs");
-    assert!(
-        output.status.success(),
-        "node {script} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "node output is not JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
-}
-
-/// `design.render.*` messages published while the test runs, kept in arrival order.
-pub struct PublishedEvents {
-    receiver: tokio::sync::mpsc::UnboundedReceiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl PublishedEvents {
-    pub async fn subscribe() -> Self {
-        Self::subscribe_at(REDIS_URL).await
-    }
-
-    /// Subscribes on the Redis at `url` (on a cluster, any node: PUBLISH reaches every node).
-    pub async fn subscribe_at(url: &str) -> Self {
-        let client = redis::Client::open(url).unwrap();
-        let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
-        pubsub.subscribe("design.render.completed").await.unwrap();
-        pubsub.subscribe("design.render.failed").await.unwrap();
-        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut messages = pubsub.into_on_message();
-            while let Some(message) = messages.next().await {
-                let text: String = message.get_payload().unwrap_or_default();
-                if let Ok(value) = serde_json::from_str(&text)
-                    && sender.send(value).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Self {
-            receiver,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for the event of `design` with the given name (already received or still to come).
-    pub async fn wait_for(&mut self, design: &str, event: &str) -> Value {
-        let matches = |value: &Value| value["designId"] == design && value["event"] == event;
-        if let Some(found) = self.seen.iter().find(|v| matches(v)) {
-            return found.clone();
-        }
-        let receiver = &mut self.receiver;
-        let seen = &mut self.seen;
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                let value = receiver.recv().await.expect("event stream open");
-                seen.push(value.clone());
-                if matches(&value) {
-                    return value;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no {event} event for {design}"))
-    }
-
-    /// Every event received so far about `design`, after draining what is queued.
-    pub fn all_for(&mut self, design: &str) -> Vec<Value> {
-        while let Ok(value) = self.receiver.try_recv() {
-            self.seen.push(value);
-        }
-        self.seen.iter().filter(|v| v["designId"] == design).cloned().collect()
-    }
-}
-
-/// Waits until `count` jobs of the queue completed, as reported by BullMQ's event stream.
-pub async fn await_completed(events: &QueueEvents, count: usize) -> Vec<String> {
-    tokio::time::timeout(DEADLINE, async {
-        let mut done = Vec::new();
-        while done.len() < count {
-            match events.next_event().await.map(|entry| entry.event) {
-                Some(QueueEvent::Completed { job_id, .. }) => done.push(job_id),
-                Some(QueueEvent::Failed {
-                    job_id, failed_reason, ..
-                }) => {
-                    panic!("job {job_id} failed: {failed_reason}")
-                }
-                Some(_) => {}
-                None => panic!("event stream closed"),
-            }
-        }
-        done
-    })
-    .await
-    .expect("jobs complete before the deadline")
-}
+use super::helpers::queue::{
+    DEADLINE, HeldAssetServer, PublishedEvents, QueueSetup, WorkerProcess, asset_server, await_completed, payload,
+    teardown,
+};
+use super::helpers::{PgSchema, REDIS_URL, gradient_png, node, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_producer_sees_completed_retried_and_failed_jobs_and_events_are_published() {
@@ -484,9 +204,9 @@ async fn tenant_limit_holds_across_two_workers_and_other_tenants_are_not_blocked
     let schema = PgSchema::new().await;
     let setup = QueueSetup::new("tenants");
     // Slow downloads make jobs long enough for overlaps to show.
-    let assets = asset_server(Duration::from_millis(300)).await;
+    let assets = asset_server(Duration::from_millis(200)).await;
     let base = format!("{}/base.png", assets.uri());
-    let busy: Vec<String> = (0..12).map(|i| unique(&format!("busy{i}"))).collect();
+    let busy: Vec<String> = (0..8).map(|i| unique(&format!("busy{i}"))).collect();
     let other: Vec<String> = (0..2).map(|i| unique(&format!("other{i}"))).collect();
     for design in &busy {
         schema.insert_design(design, "busy-tenant").await;
@@ -565,46 +285,33 @@ async fn tenant_limit_holds_across_two_workers_and_other_tenants_are_not_blocked
 async fn killed_worker_job_is_completed_by_another_worker_once() {
     let schema = PgSchema::new().await;
     let setup = QueueSetup::new("crash");
-    let assets = asset_server(Duration::from_millis(2500)).await;
+    let mut assets = HeldAssetServer::start().await;
     let design = unique("crash");
     schema.insert_design(&design, "tenant-c").await;
     let mut published = PublishedEvents::subscribe().await;
+    // Short locks so the stalled check of the second worker finds the job soon after the kill.
     let env = [
         ("WORKER_CONCURRENCY", "1"),
-        ("QUEUE_LOCK_DURATION_MS", "2000"),
-        ("QUEUE_STALLED_INTERVAL_MS", "1000"),
+        ("QUEUE_LOCK_DURATION_MS", "1000"),
+        ("QUEUE_STALLED_INTERVAL_MS", "500"),
         ("TENANT_LEASE_SECONDS", "3"),
     ];
     let mut victim = setup.spawn_worker(&schema.url(), &env);
     let events = setup.events().await;
     let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
     let job = queue
-        .add(
-            "render",
-            payload(&design, "tenant-c", &format!("{}/base.png", assets.uri())),
-        )
+        .add("render", payload(&design, "tenant-c", assets.base_url()))
         .attempts(2)
         .await
         .unwrap();
 
-    // Kill it once it is mid-job: active in BullMQ and downloading (the row is PROCESSING).
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            if let Some(QueueEvent::Active { .. }) = events.next_event().await.map(|e| e.event) {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("job became active");
-    let deadline = Instant::now() + DEADLINE;
-    while schema.design(&design).await.status != DesignStatus::Processing {
-        assert!(Instant::now() < deadline, "design never became PROCESSING");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Kill it mid-job: its download is held, so the job is active and the row PROCESSING.
+    assets.request_arrived().await;
+    assert_eq!(schema.design(&design).await.status, DesignStatus::Processing);
     victim.signal("KILL");
     victim.exit_status().await;
     let killed_at = chrono::Utc::now().timestamp_millis();
+    assert_eq!(queue.get_job_state(job.id()).await.unwrap(), JobState::Active);
 
     let mut connection = redis::Client::open(REDIS_URL)
         .unwrap()
@@ -624,6 +331,7 @@ async fn killed_worker_job_is_completed_by_another_worker_once() {
         "the dead worker's slot would outlive the lease time"
     );
 
+    assets.release();
     let _rescuer = setup.spawn_worker(&schema.url(), &env);
     let completed = await_completed(&events, 1).await;
     assert_eq!(completed, vec![job.id().to_owned()]);
@@ -650,11 +358,11 @@ async fn killed_worker_job_is_completed_by_another_worker_once() {
 }
 
 /// A worker of concurrency 1 that is mid-job: the job is active in BullMQ and its Design row
-/// is PROCESSING, while its download (served after `download`) is still running.
+/// is PROCESSING, while its download is held by the asset server until the test releases it.
 struct LongJob {
     schema: PgSchema,
     setup: QueueSetup,
-    assets: MockServer,
+    assets: HeldAssetServer,
     worker: WorkerProcess,
     events: QueueEvents,
     queue: Queue,
@@ -663,10 +371,10 @@ struct LongJob {
 }
 
 impl LongJob {
-    async fn start(label: &str, download: Duration, grace_seconds: &str) -> Self {
+    async fn start(label: &str, grace_seconds: &str) -> Self {
         let schema = PgSchema::new().await;
         let setup = QueueSetup::new(label);
-        let assets = asset_server(download).await;
+        let mut assets = HeldAssetServer::start().await;
         let worker = setup.spawn_worker(
             &schema.url(),
             &[("WORKER_CONCURRENCY", "1"), ("SHUTDOWN_GRACE_SECONDS", grace_seconds)],
@@ -676,31 +384,15 @@ impl LongJob {
         let design = unique(label);
         schema.insert_design(&design, "tenant-d").await;
         let job = queue
-            .add(
-                "render",
-                payload(&design, "tenant-d", &format!("{}/base.png", assets.uri())),
-            )
+            .add("render", payload(&design, "tenant-d", assets.base_url()))
             .attempts(2)
             .await
             .unwrap()
             .id()
             .to_owned();
-        tokio::time::timeout(DEADLINE, async {
-            loop {
-                if let Some(QueueEvent::Active { job_id, .. }) = events.next_event().await.map(|e| e.event)
-                    && job_id == job
-                {
-                    return;
-                }
-            }
-        })
-        .await
-        .expect("job became active");
-        let deadline = Instant::now() + DEADLINE;
-        while schema.design(&design).await.status != DesignStatus::Processing {
-            assert!(Instant::now() < deadline, "design never became PROCESSING");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assets.request_arrived().await;
+        assert_eq!(queue.get_job_state(&job).await.unwrap(), JobState::Active);
+        assert_eq!(schema.design(&design).await.status, DesignStatus::Processing);
         Self {
             schema,
             setup,
@@ -720,20 +412,20 @@ impl LongJob {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_job_finish_and_takes_no_new_one() {
-    // The download alone takes 3 s, so the job is still running when the signal arrives.
-    let mut run = LongJob::start("drain", Duration::from_secs(3), "60").await;
+    let mut run = LongJob::start("drain", "60").await;
     run.worker.signal("TERM");
     // Added after the signal: the draining worker must leave it for another worker.
     let late = unique("late");
     run.schema.insert_design(&late, "tenant-d").await;
     let late_job = run
         .queue
-        .add(
-            "render",
-            payload(&late, "tenant-d", &format!("{}/base.png", run.assets.uri())),
-        )
+        .add("render", payload(&late, "tenant-d", run.assets.base_url()))
         .await
         .unwrap();
+    // Once the worker has begun draining, the held download may finish: the worker's only slot
+    // was busy until then, so the late job cannot have been taken before the drain began.
+    run.worker.wait_for_log("Shutting down").await;
+    run.assets.release();
 
     let status = run.worker.exit_status().await;
     assert!(status.success(), "worker exit status {status:?}");
@@ -760,8 +452,8 @@ async fn sigterm_lets_an_in_flight_job_finish_and_takes_no_new_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_signal_exits_at_once_and_leaves_the_job_to_stalled_recovery() {
-    // Far longer than the test: only an immediate exit ends the worker in time.
-    let mut run = LongJob::start("abort", Duration::from_secs(600), "600").await;
+    // The download is never released and the grace is long: only an immediate exit ends it.
+    let mut run = LongJob::start("abort", "600").await;
     run.worker.signal("TERM");
     run.worker.signal("INT");
     let status = tokio::time::timeout(DEADLINE, run.worker.exit_status())

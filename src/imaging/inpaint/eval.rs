@@ -17,7 +17,7 @@ use super::textures::{MaskKind, TextureKind, mask, texture};
 use super::{PatchMatchParams, patchmatch_fill, telea_fill};
 
 /// Neighbourhood radius used for the Telea baseline.
-pub const TELEA_RADIUS: u32 = 5;
+const TELEA_RADIUS: u32 = 5;
 
 /// One texture with one hole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ pub fn run_eval(size: u32, seed: u64) -> EvalReport {
 }
 
 /// Computes every metric of one fill against the original.
-pub fn measure(
+fn measure(
     case: EvalCase,
     algorithm: Algorithm,
     original: &RgbaImage,

@@ -1,11 +1,16 @@
 //! Shared test fixtures: images, configurations and a pipeline on temporary storage, plus the
 //! RAII fixtures for the real services in [`pg`] (a schema per test) and [`redis`] (a key prefix
 //! per test). Each of those cleans up in `Drop`, so a failing test leaves nothing behind either.
+//! [`queue`] holds the fixtures of the process tests (a queue of one test, worker processes, a
+//! held asset server, published events) and [`node`] runs the Node BullMQ fixture scripts.
 
+pub mod node;
 pub mod pg;
+pub mod queue;
 pub mod redis;
 pub mod worker;
 
+pub use self::node::node;
 pub use self::pg::{PG_URL, PgSchema, SchemaGuard, create_schema};
 pub use self::redis::{REDIS_URL, RedisKeys};
 

@@ -31,6 +31,28 @@ use crate::store::{DesignStore, MissingDesign};
 /// Longest prompt handed to a provider when the provider sets no stricter limit.
 const DEFAULT_PROMPT_MAX_CHARS: usize = 4000;
 
+/// A start-up problem that no retry can fix: the configuration itself must change (an unpriced
+/// model, a bad blocklist or tenant file, a listed provider that is not configured). The binary
+/// exits with 78 (`EX_CONFIG`) for it, and with 75 only for what is worth retrying (a database
+/// or Redis that is not reachable yet).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigurationError(pub String);
+
+impl ConfigurationError {
+    /// Whether `error`, or anything it was caused by, is a configuration problem: this type, or
+    /// a database schema the worker may not change (missing columns, `RUN_MIGRATIONS`).
+    pub fn is_cause_of(error: &anyhow::Error) -> bool {
+        error.chain().any(|cause| {
+            cause.is::<ConfigurationError>()
+                || matches!(
+                    cause.downcast_ref::<crate::store::StoreError>(),
+                    Some(crate::store::StoreError::Schema(_))
+                )
+        })
+    }
+}
+
 /// How the pipeline is driven, which decides what inputs it trusts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -84,8 +106,9 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
         None => SafetyPolicy::default(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading PROMPT_BLOCKLIST {}", path.display()))?;
-            SafetyPolicy::with_extra_blocklist(&text).with_context(|| format!("PROMPT_BLOCKLIST {}", path.display()))?
+                .map_err(|error| ConfigurationError(format!("reading PROMPT_BLOCKLIST {}: {error}", path.display())))?;
+            SafetyPolicy::with_extra_blocklist(&text)
+                .map_err(|error| ConfigurationError(format!("PROMPT_BLOCKLIST {}: {error}", path.display())))?
         }
     };
     Ok(Pipeline {
@@ -118,10 +141,12 @@ pub async fn build_worker(config: &Config) -> anyhow::Result<crate::worker::Rend
         .context("connecting to Redis (REDIS_URL or REDIS_HOST/REDIS_PORT)")?;
     let mut overrides = match &config.queue.tenant_overrides_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading TENANT_CONCURRENCY_FILE {}", path.display()))?;
-            crate::config::parse_tenant_limits(&text)
-                .map_err(|problem| anyhow::anyhow!("TENANT_CONCURRENCY_FILE {}: {problem}", path.display()))?
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                ConfigurationError(format!("reading TENANT_CONCURRENCY_FILE {}: {error}", path.display()))
+            })?;
+            crate::config::parse_tenant_limits(&text).map_err(|problem| {
+                ConfigurationError(format!("TENANT_CONCURRENCY_FILE {}: {problem}", path.display()))
+            })?
         }
         None => Default::default(),
     };
@@ -192,7 +217,12 @@ pub fn build_editor(config: &ProviderConfig) -> anyhow::Result<ProviderSetup> {
             .openai_api_key
             .clone()
             .filter(|_| config.openai_image_edit_enabled)
-            .context("RENDER_PROVIDERS lists openai, but OPENAI_API_KEY is unset or OPENAI_IMAGE_EDIT_ENABLED=false")?;
+            .ok_or_else(|| {
+                ConfigurationError(
+                    "RENDER_PROVIDERS lists openai, but OPENAI_API_KEY is unset or OPENAI_IMAGE_EDIT_ENABLED=false"
+                        .into(),
+                )
+            })?;
         OpenAiEditor::new(OpenAiSettings {
             base_url: config.openai_base_url.clone(),
             api_key: key,
@@ -203,7 +233,13 @@ pub fn build_editor(config: &ProviderConfig) -> anyhow::Result<ProviderSetup> {
             max_tokens_per_job: config.max_tokens_per_job,
             prices: config.price_table.clone(),
         })
-        .context("configuring the OpenAI provider (OPENAI_IMAGE_MODEL, PRICE_TABLE_OVERRIDES)")
+        .map_err(|error| match error {
+            crate::providers::openai::OpenAiBuildError::Unpriced { .. } => ConfigurationError(format!(
+                "configuring the OpenAI provider (OPENAI_IMAGE_MODEL, PRICE_TABLE_OVERRIDES): {error}"
+            ))
+            .into(),
+            other => anyhow::Error::new(other).context("building the OpenAI client"),
+        })
     };
     let mut prompt_max_chars = DEFAULT_PROMPT_MAX_CHARS;
     if config.dry_run {
@@ -215,6 +251,7 @@ pub fn build_editor(config: &ProviderConfig) -> anyhow::Result<ProviderSetup> {
                 crate::providers::openai::estimate_for(
                     &model,
                     request.image.dimensions(),
+                    (request.size.width(), request.size.height()),
                     request.quality,
                     request.prompt.char_count(),
                     &prices,
@@ -224,7 +261,11 @@ pub fn build_editor(config: &ProviderConfig) -> anyhow::Result<ProviderSetup> {
             None
         };
         return Ok(ProviderSetup {
-            editor: Arc::new(DryRunEditor::new(Arc::new(BuiltinFill::default()), estimator)),
+            editor: Arc::new(DryRunEditor::new(
+                Arc::new(BuiltinFill::default()),
+                estimator,
+                config.max_tokens_per_job,
+            )),
             order: vec!["dry-run"],
             prompt_max_chars,
         });
@@ -244,10 +285,11 @@ pub fn build_editor(config: &ProviderConfig) -> anyhow::Result<ProviderSetup> {
                 Arc::new(Breakered::new(Arc::new(editor), breaker()))
             }
             ProviderKind::LocalDiffusion => {
-                let url = config
-                    .local_diffusion_url
-                    .clone()
-                    .context("RENDER_PROVIDERS lists local-diffusion, but LOCAL_DIFFUSION_URL is unset")?;
+                let url = config.local_diffusion_url.clone().ok_or_else(|| {
+                    ConfigurationError(
+                        "RENDER_PROVIDERS lists local-diffusion, but LOCAL_DIFFUSION_URL is unset".into(),
+                    )
+                })?;
                 let editor = LocalDiffusionEditor::new(LocalDiffusionSettings {
                     base_url: url,
                     connect_timeout: std::time::Duration::from_secs(10).min(config.local_diffusion_timeout),

@@ -132,8 +132,10 @@ pub struct CostBreakdown {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BudgetError {
-    #[error("estimated {estimated} tokens exceed the job's limit of {limit} tokens")]
-    TokenLimitExceeded { estimated: u64, limit: u64 },
+    #[error(
+        "estimated {estimated} tokens, with {spent} already used by earlier attempts of this job, exceed the job's limit of {limit} tokens (MAX_TOKENS_PER_JOB)"
+    )]
+    TokenLimitExceeded { estimated: u64, spent: u64, limit: u64 },
     #[error("no prices are configured for model {model:?}")]
     UnknownModel { model: String },
     #[error("no {kind} price is configured for model {model:?}")]
@@ -207,12 +209,14 @@ fn output_image_tokens(quality: Quality, size: (u32, u32)) -> u64 {
     }
 }
 
-/// Fails when the estimate is above the job's token cap. An estimate equal to the cap passes.
-pub fn check_limit(estimate: &TokenEstimate, max_tokens: u64) -> Result<(), BudgetError> {
+/// Fails when the tokens already recorded for this job (`spent`, by earlier attempts) plus the
+/// estimate of the next call are above the job's cap. Reaching the cap exactly passes.
+pub fn check_limit(estimate: &TokenEstimate, spent: u64, max_tokens: u64) -> Result<(), BudgetError> {
     let estimated = estimate.total();
-    if estimated > max_tokens {
+    if spent.saturating_add(estimated) > max_tokens {
         Err(BudgetError::TokenLimitExceeded {
             estimated,
+            spent,
             limit: max_tokens,
         })
     } else {
@@ -386,15 +390,16 @@ impl Default for PriceTable {
     ///   output $40.00 per 1M tokens.
     /// - `gpt-image-1-mini` (official de-DE page): text input $2.00, image input $2.50, image
     ///   output $8.00 per 1M tokens.
-    /// - `gpt-image-1.5`: image output ≈ $32.00 per 1M tokens, derived in the reference from a
-    ///   community table ($0.008704 for 272 tokens). Its input prices are "unverified" in the
-    ///   reference, so they are absent and must be configured.
+    /// - `gpt-image-1.5` (the default model, late 2026 prices): text input $5.00, image input
+    ///   $8.00, image output $32.00 per 1M tokens.
+    /// - `gpt-image-2` (late 2026 prices): text input $5.00, image input $8.00, image output
+    ///   $30.00 per 1M tokens.
     /// - `dall-e-2` (official page + third-party size mapping): $0.016 for 256x256, $0.018 for
     ///   512x512, $0.020 for 1024x1024, per image.
     ///
     /// Cached-input prices are listed in the reference but the usage object it documents has no
-    /// cached-token field, so they are not modelled. Models the reference does not price
-    /// (`gpt-image-2` and later) are absent.
+    /// cached-token field, so they are not modelled. Models the references do not price
+    /// (`gpt-image-2.5-*`, `chatgpt-image-latest`) are absent and refused until configured.
     fn default() -> Self {
         let per_token = |text_input, image_input, image_output| {
             ModelPricing::PerToken(TokenPrices {
@@ -422,7 +427,19 @@ impl Default for PriceTable {
         );
         models.insert(
             "gpt-image-1.5".to_owned(),
-            per_token(None, None, Some(usd_cents_per_million_tokens(3_200))),
+            per_token(
+                Some(usd_cents_per_million_tokens(500)),
+                Some(usd_cents_per_million_tokens(800)),
+                Some(usd_cents_per_million_tokens(3_200)),
+            ),
+        );
+        models.insert(
+            "gpt-image-2".to_owned(),
+            per_token(
+                Some(usd_cents_per_million_tokens(500)),
+                Some(usd_cents_per_million_tokens(800)),
+                Some(usd_cents_per_million_tokens(3_000)),
+            ),
         );
         models.insert(
             DALL_E_2.to_owned(),
@@ -742,16 +759,21 @@ mod tests {
             image_input: 0,
             image_output: 90,
         };
-        assert_eq!(check_limit(&estimate, 100), Ok(()));
-        let error = check_limit(&estimate, 99).unwrap_err();
+        assert_eq!(check_limit(&estimate, 0, 100), Ok(()));
+        let error = check_limit(&estimate, 0, 99).unwrap_err();
         assert_eq!(
             error,
             BudgetError::TokenLimitExceeded {
                 estimated: 100,
+                spent: 0,
                 limit: 99
             }
         );
         assert_eq!(error.code(), "token_limit_exceeded");
+        // What earlier attempts of the job used counts against the same cap.
+        assert_eq!(check_limit(&estimate, 50, 150), Ok(()));
+        let error = check_limit(&estimate, 51, 150).unwrap_err();
+        assert!(error.to_string().contains("51 already used"), "{error}");
     }
 
     #[test]
@@ -781,26 +803,34 @@ mod tests {
     }
 
     #[test]
-    fn gpt_image_1_5_input_prices_must_be_configured() {
+    fn current_models_are_priced_by_default_and_overrides_still_apply() {
         let table = PriceTable::default();
-        let error = cost(&token_usage(45, 65, 272), "gpt-image-1.5", &table).unwrap_err();
+        let output_only = cost(&token_usage(0, 0, 272), "gpt-image-1.5", &table).expect("priced");
+        assert_eq!(output_only.total, MicroCents(870_400)); // $0.008704 for a low 1024² image
+        let full = cost(&token_usage(45, 65, 272), "gpt-image-1.5", &table).expect("priced");
+        assert_eq!(full.total, MicroCents(45 * 500 + 65 * 800 + 272 * 3_200));
+        let two = cost(&token_usage(45, 65, 4160), "gpt-image-2", &table).expect("priced");
+        assert_eq!(two.total, MicroCents(45 * 500 + 65 * 800 + 4160 * 3_000));
+
+        let table = PriceTable::with_overrides(r#"{"gpt-image-1.5": {"image_output_usd_per_1m": "16.00"}}"#)
+            .expect("valid overrides");
+        let cheaper = cost(&token_usage(45, 65, 272), "gpt-image-1.5", &table).expect("priced");
+        assert_eq!(cheaper.total, MicroCents(45 * 500 + 65 * 800 + 272 * 1_600));
+    }
+
+    #[test]
+    fn a_price_the_table_lacks_is_named() {
+        let table =
+            PriceTable::with_overrides(r#"{"house-model": {"image_output_usd_per_1m": 1}}"#).expect("valid overrides");
+        let error = cost(&token_usage(45, 65, 272), "house-model", &table).unwrap_err();
         assert_eq!(
             error,
             BudgetError::MissingPrice {
-                model: "gpt-image-1.5".to_owned(),
+                model: "house-model".to_owned(),
                 kind: PriceKind::TextInput
             }
         );
         assert_eq!(error.code(), "price_missing");
-        let output_only = cost(&token_usage(0, 0, 272), "gpt-image-1.5", &table).expect("priced");
-        assert_eq!(output_only.total, MicroCents(870_400)); // $0.008704, reference §5
-
-        let table = PriceTable::with_overrides(
-            r#"{"gpt-image-1.5": {"text_input_usd_per_1m": 5, "image_input_usd_per_1m": "8.00"}}"#,
-        )
-        .expect("valid overrides");
-        let cost = cost(&token_usage(45, 65, 272), "gpt-image-1.5", &table).expect("priced");
-        assert_eq!(cost.total, MicroCents(45 * 500 + 65 * 800 + 272 * 3_200));
     }
 
     #[test]
@@ -839,7 +869,7 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(error.code(), "price_usage_mismatch");
-        let error = cost(&token_usage(1, 1, 1), "gpt-image-2", &table).unwrap_err();
+        let error = cost(&token_usage(1, 1, 1), "gpt-image-2.5-sunburst", &table).unwrap_err();
         assert_eq!(error.code(), "price_model_unknown");
     }
 

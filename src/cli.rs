@@ -110,6 +110,8 @@ pub enum Outcome {
     Failed,
     /// A temporary failure: running it again later may succeed (exit 75, EX_TEMPFAIL).
     TryLater,
+    /// The configuration must change before anything can work (exit 78, EX_CONFIG).
+    Misconfigured,
 }
 
 impl Outcome {
@@ -118,6 +120,7 @@ impl Outcome {
             Self::Success => 0,
             Self::Failed => 1,
             Self::TryLater => 75,
+            Self::Misconfigured => 78,
         }
     }
 }
@@ -156,7 +159,7 @@ async fn render(args: RenderArgs, config: Config) -> Outcome {
     };
     let pipeline = match app::build_pipeline(&config, Mode::OneShot).await {
         Ok(pipeline) => pipeline,
-        Err(error) => return fail(&format!("{error:#}"), Outcome::TryLater),
+        Err(error) => return fail(&format!("{error:#}"), start_up_outcome(&error)),
     };
     let terminal = !json && std::io::stderr().is_terminal();
     let progress: Box<dyn Progress> = if terminal {
@@ -186,6 +189,16 @@ async fn render(args: RenderArgs, config: Config) -> Outcome {
     }
 }
 
+/// A start-up failure is worth retrying only when it is not a configuration problem (a database
+/// or Redis that is not reachable yet).
+fn start_up_outcome(error: &anyhow::Error) -> Outcome {
+    if app::ConfigurationError::is_cause_of(error) {
+        Outcome::Misconfigured
+    } else {
+        Outcome::TryLater
+    }
+}
+
 fn outcome_of(disposition: Disposition) -> Outcome {
     match disposition {
         Disposition::Abort => Outcome::Failed,
@@ -196,7 +209,7 @@ fn outcome_of(disposition: Disposition) -> Outcome {
 async fn worker(config: Config) -> Outcome {
     let render = match app::build_worker(&config).await {
         Ok(render) => render,
-        Err(error) => return fail(&format!("{error:#}"), Outcome::TryLater),
+        Err(error) => return fail(&format!("{error:#}"), start_up_outcome(&error)),
     };
     let signals = match crate::worker::ShutdownSignals::install() {
         Ok(signals) => signals,

@@ -106,6 +106,9 @@ error_codes! {
     DatabaseUnavailable => "database_unavailable",
     /// The tenant slot store (Redis) could not be reached.
     TenantSlotsUnavailable => "tenant_slots_unavailable",
+    /// The job's tenant lease could not be renewed (Redis down or the lease lost), so the render
+    /// stopped at the next step instead of running on without a slot; it is retried.
+    TenantLeaseLost => "tenant_lease_lost",
     /// The queue (Redis) could not be reached.
     QueueUnavailable => "queue_unavailable",
     /// An event could not be serialised.

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {error}");
-            return ExitCode::from(cli::Outcome::Failed.exit_code());
+            return ExitCode::from(cli::Outcome::Misconfigured.exit_code());
         }
     };
     telemetry::init(config.log_format, "warn");

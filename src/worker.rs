@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::events::{EventError, EventSink, EventSubject, RenderEvent};
 use crate::failure::{JobError, settle};
 use crate::job::{JobPayload, PayloadError, RenderRequest, TenantId};
-use crate::pipeline::{Disposition, Pipeline, RenderError, Silent};
+use crate::pipeline::{Disposition, Pipeline, Progress, RenderError, Stop};
 use crate::tenancy::TenantLimiter;
 
 /// Shortest and longest delay before a job of a saturated tenant is tried again.
@@ -125,7 +125,7 @@ impl RenderWorker {
             request.tenant_id.clone(),
             delivery.job_id.clone(),
         );
-        let result = AssertUnwindSafe(self.pipeline.run(&request, &Silent))
+        let result = AssertUnwindSafe(self.pipeline.run_attempt(&request, &delivery.job_id, &renewal))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(RenderError::Internal("the render panicked".into())));
@@ -192,7 +192,7 @@ impl RenderWorker {
             tracing::warn!("Could not mark design {} FAILED: {store_error}", request.design_id);
         }
         if settlement.announce {
-            let event = RenderEvent::failed(
+            let mut event = RenderEvent::failed(
                 subject,
                 EventError {
                     code: error.code(),
@@ -200,6 +200,19 @@ impl RenderWorker {
                     permanent: error.disposition() == Disposition::Abort,
                 },
             );
+            // The money really spent: paid calls of any attempt are on the row already. Only
+            // a row this job may touch is read (a missing or foreign one cost this job nothing).
+            if settlement.record_failed
+                && let Some(request) = request
+            {
+                match self.pipeline.designs.get(&request.design_id).await {
+                    Ok(Some(row)) => (event.cost_tokens, event.cost_cents) = (row.cost_tokens, row.cost_cents),
+                    Ok(None) => {}
+                    Err(store_error) => {
+                        tracing::warn!("Could not read the cost of design {}: {store_error}", request.design_id);
+                    }
+                }
+            }
             self.publish(&event).await;
         }
         match error.disposition() {
@@ -268,27 +281,56 @@ fn saturated_delay() -> Duration {
     SATURATED_DELAY_MIN + Duration::from_millis(hasher.finish() % spread)
 }
 
-/// Renews a tenant lease every third of its lifetime until dropped.
+/// Renews a tenant lease every third of its lifetime until dropped, and says when the lease is
+/// lost: the store answered that it had expired, or no renewal succeeded for a whole lease
+/// lifetime (Redis down). The render then stops at its next step boundary.
 struct LeaseRenewal {
     task: tokio::task::JoinHandle<()>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LeaseRenewal {
     fn start(limiter: Arc<dyn TenantLimiter>, tenant: TenantId, token: String) -> Self {
-        let period = (limiter.lease() / 3).max(Duration::from_millis(100));
+        let lease = limiter.lease();
+        let period = (lease / 3).max(Duration::from_millis(100));
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&lost);
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(period);
             ticker.tick().await;
+            let mut renewed_at = tokio::time::Instant::now();
             loop {
                 ticker.tick().await;
                 match limiter.renew(&tenant, &token).await {
-                    Ok(true) => {}
-                    Ok(false) => tracing::warn!("The tenant lease of job {token} expired before renewal"),
+                    Ok(true) => renewed_at = tokio::time::Instant::now(),
+                    Ok(false) => {
+                        tracing::warn!("The tenant lease of job {token} expired before renewal; stopping the job");
+                        flag.store(true, std::sync::atomic::Ordering::Release);
+                        return;
+                    }
+                    Err(error) if renewed_at.elapsed() >= lease => {
+                        tracing::warn!(
+                            "Could not renew the tenant lease of job {token} for a whole lease lifetime; stopping the job: {error}"
+                        );
+                        flag.store(true, std::sync::atomic::Ordering::Release);
+                        return;
+                    }
                     Err(error) => tracing::warn!("Could not renew the tenant lease of job {token}: {error}"),
                 }
             }
         });
-        Self { task }
+        Self { task, lost }
+    }
+}
+
+/// What the pipeline checks between steps: whether the job's lease is gone.
+impl Progress for LeaseRenewal {
+    fn started(&self, _step: crate::pipeline::Step) {}
+
+    fn stop(&self) -> Option<Stop> {
+        self.lost
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then_some(Stop::LeaseLost)
     }
 }
 

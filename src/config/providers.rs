@@ -239,7 +239,7 @@ mod tests {
             ("LOCAL_DIFFUSION_INPAINT_FULL_RES", "yes"),
             (
                 "PRICE_TABLE_OVERRIDES",
-                r#"{"gpt-image-1.5": {"text_input_usd_per_1m": 5}}"#,
+                r#"{"gpt-image-1.5": {"text_input_usd_per_1m": 4}}"#,
             ),
         ])
         .unwrap()

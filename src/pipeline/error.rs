@@ -41,6 +41,11 @@ pub enum RenderError {
     /// A bug or a crashed task; retried, because the cause may be transient (e.g. memory).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The render was asked to stop between two steps.
+    #[error("stopped before {}: {}", before.describe(), match stop {
+        super::Stop::LeaseLost => "the tenant lease could not be renewed",
+    })]
+    Stopped { stop: super::Stop, before: super::Step },
 }
 
 impl RenderError {
@@ -52,6 +57,9 @@ impl RenderError {
             Self::Storage(error) => error.is_transient(),
             Self::Store(error) => error.is_transient(),
             Self::Internal(_) => true,
+            Self::Stopped { stop, .. } => match stop {
+                super::Stop::LeaseLost => true,
+            },
         };
         if transient {
             Disposition::Retry
@@ -78,6 +86,9 @@ impl RenderError {
             Self::Store(StoreError::Schema(_)) => ErrorCode::DatabaseSchema,
             Self::Store(StoreError::Unavailable(_)) => ErrorCode::DatabaseUnavailable,
             Self::Internal(_) => ErrorCode::Internal,
+            Self::Stopped { stop, .. } => match stop {
+                super::Stop::LeaseLost => ErrorCode::TenantLeaseLost,
+            },
         }
     }
 }

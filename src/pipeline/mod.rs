@@ -56,9 +56,23 @@ impl Step {
     }
 }
 
-/// Receives step notifications (the CLI draws progress from them).
+/// Receives step notifications (the CLI draws progress from them), and may ask the render to
+/// stop at the next step boundary.
 pub trait Progress: Send + Sync {
     fn started(&self, step: Step);
+
+    /// Checked before every step: `Some` stops the render there with
+    /// [`RenderError::Stopped`]. A step that has begun is never cut short.
+    fn stop(&self) -> Option<Stop> {
+        None
+    }
+}
+
+/// Why a render stopped between two steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The job's tenant lease could not be renewed: the job must not run on without its slot.
+    LeaseLost,
 }
 
 /// A progress sink that ignores everything.
@@ -103,26 +117,56 @@ pub struct RenderOutput {
 }
 
 impl Pipeline {
-    /// Runs steps 2–9 of the job flow for one request. On error nothing is recorded as FAILED:
-    /// only the caller knows whether this was the last attempt (see [`Pipeline::record_failure`]).
+    /// Runs steps 2–9 of the job flow for one request that is a job of its own (the one-shot
+    /// CLI). On error nothing is recorded as FAILED: only the caller knows whether this was the
+    /// last attempt (see [`Pipeline::record_failure`]).
     pub async fn run(&self, request: &RenderRequest, progress: &dyn Progress) -> Result<RenderOutput, RenderError> {
+        self.run_job(request, None, progress).await
+    }
+
+    /// [`Pipeline::run`] for one attempt of the queued job `job_id`: paid calls are recorded
+    /// with the job id, and tokens recorded by its earlier attempts count against
+    /// `MAX_TOKENS_PER_JOB` before the next paid call.
+    pub async fn run_attempt(
+        &self,
+        request: &RenderRequest,
+        job_id: &str,
+        progress: &dyn Progress,
+    ) -> Result<RenderOutput, RenderError> {
+        self.run_job(request, Some(job_id), progress).await
+    }
+
+    async fn run_job(
+        &self,
+        request: &RenderRequest,
+        job_id: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<RenderOutput, RenderError> {
         let started_at = Utc::now();
         let started = Instant::now();
         let mut timings = Timings::default();
         let design = &request.design_id;
         let tenant = &request.tenant_id;
 
-        progress.started(Step::MarkProcessing);
+        begin(progress, Step::MarkProcessing)?;
         let step = Instant::now();
         self.designs.mark_processing(design, tenant).await?;
+        let tokens_spent = match job_id {
+            Some(job) => self
+                .designs
+                .get(design)
+                .await?
+                .map_or(0, |row| row.tokens_recorded_by_job(job)),
+            None => 0,
+        };
         timings.mark_processing_ms = elapsed_ms(step);
 
-        progress.started(Step::SanitizePrompt);
+        begin(progress, Step::SanitizePrompt)?;
         let step = Instant::now();
         let sanitized = safety::sanitize(request.prompt.as_str(), &self.safety, self.settings.prompt_max_chars)?;
         timings.sanitize_prompt_ms = elapsed_ms(step);
 
-        progress.started(Step::Download);
+        begin(progress, Step::Download)?;
         let step = Instant::now();
         let (base_bytes, mask_bytes) =
             tokio::try_join!(self.load(&request.base_texture, AssetRole::BaseTexture), async {
@@ -137,7 +181,7 @@ impl Pipeline {
         let base = Arc::new(base);
         timings.decode_ms = elapsed_ms(step);
 
-        progress.started(Step::Inpaint);
+        begin(progress, Step::Inpaint)?;
         let step = Instant::now();
         let edit = self
             .editor
@@ -147,6 +191,7 @@ impl Pipeline {
                 prompt: &sanitized.prompt,
                 size: request.options.size,
                 quality: request.options.quality,
+                tokens_spent,
             })
             .await?;
         timings.inpaint_ms = elapsed_ms(step);
@@ -155,13 +200,13 @@ impl Pipeline {
         let ledger = match &edit.accounting.paid_call {
             Some(call) => Some(
                 self.designs
-                    .record_paid_call(design, tenant, &paid_call_entry(call))
+                    .record_paid_call(design, tenant, &paid_call_entry(call, job_id))
                     .await?,
             ),
             None => None,
         };
 
-        progress.started(Step::Postprocess);
+        begin(progress, Step::Postprocess)?;
         let step = Instant::now();
         let spec = AssetSpec {
             high_res: (request.options.size.width(), request.options.size.height()),
@@ -196,12 +241,12 @@ impl Pipeline {
         };
         let postprocess_timings = assets.timings;
 
-        progress.started(Step::Upload);
+        begin(progress, Step::Upload)?;
         let step = Instant::now();
         let urls = self.upload(request, assets).await?;
         timings.upload_ms = elapsed_ms(step);
 
-        progress.started(Step::Record);
+        begin(progress, Step::Record)?;
         let step = Instant::now();
         // The design's cost is the sum of its recorded paid calls, including earlier attempts'.
         let (cost_tokens, cost_cents) = match &ledger {
@@ -221,7 +266,7 @@ impl Pipeline {
             cost: ledger.map(|ledger| ledger.json),
             estimate: edit.accounting.estimate,
             dry_run: edit.accounting.dry_run,
-            prompt_used: self.editor.uses_prompt(),
+            prompt_used: edit.prompt_used,
             provider_details: edit.details,
             usage: edit.usage,
             normal_map_url: urls.normal_map.map(String::from),
@@ -331,18 +376,22 @@ impl Pipeline {
     }
 }
 
-fn paid_call_entry(call: &crate::providers::PaidCall) -> crate::store::PaidCallEntry {
+fn paid_call_entry(call: &crate::providers::PaidCall, job_id: Option<&str>) -> crate::store::PaidCallEntry {
+    let mut details = serde_json::json!({
+        "provider": call.provider,
+        "model": call.model,
+        "usage": call.usage,
+        "breakdown": call.cost.breakdown,
+        "recordedAt": timestamp(Utc::now()),
+    });
+    if let (Some(job), Some(object)) = (job_id, details.as_object_mut()) {
+        object.insert("jobId".into(), job.into());
+    }
     crate::store::PaidCallEntry {
         call_id: call.call_id.clone(),
         tokens: call.usage.total(),
         micro_cents: call.cost.total.0,
-        details: serde_json::json!({
-            "provider": call.provider,
-            "model": call.model,
-            "usage": call.usage,
-            "breakdown": call.cost.breakdown,
-            "recordedAt": timestamp(Utc::now()),
-        }),
+        details,
     }
 }
 
@@ -366,6 +415,17 @@ fn composite(base: &RgbaImage, generated: RgbaImage, mask: Option<&GrayImage>, f
     match mask {
         Some(mask) => imaging::composite::blend(base, &generated, &imaging::composite::feather(mask, feather_radius)),
         None => generated,
+    }
+}
+
+/// Announces a step, unless the render has been asked to stop before it.
+fn begin(progress: &dyn Progress, step: Step) -> Result<(), RenderError> {
+    match progress.stop() {
+        Some(stop) => Err(RenderError::Stopped { stop, before: step }),
+        None => {
+            progress.started(step);
+            Ok(())
+        }
     }
 }
 

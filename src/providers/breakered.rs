@@ -45,10 +45,6 @@ impl ImageEditor for Breakered {
         self.inner.name()
     }
 
-    fn uses_prompt(&self) -> bool {
-        self.inner.uses_prompt()
-    }
-
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let permit = self.breaker.try_acquire().map_err(|open| ProviderError::CircuitOpen {
             provider: self.inner.name(),

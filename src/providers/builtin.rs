@@ -25,10 +25,6 @@ impl ImageEditor for BuiltinFill {
         NAME
     }
 
-    fn uses_prompt(&self) -> bool {
-        false
-    }
-
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let Some(mask) = request.mask else {
             // Without a mask there is no hole to fill: the texture comes back as it was.
@@ -103,6 +99,7 @@ fn response(image: image::RgbaImage, details: serde_json::Value) -> EditResponse
     EditResponse {
         image,
         provider: NAME,
+        prompt_used: false,
         usage: Usage::default(),
         cost_micro_usd: 0,
         details,

@@ -16,12 +16,18 @@ pub type Estimator = Box<dyn Fn(&EditRequest<'_>) -> CallEstimate + Send + Sync>
 pub struct DryRunEditor {
     fill: Arc<dyn ImageEditor>,
     estimator: Option<Estimator>,
+    /// `MAX_TOKENS_PER_JOB`, checked against the estimate as the paid provider would.
+    max_tokens_per_job: u64,
 }
 
 impl DryRunEditor {
     /// `estimator` is `None` when no paid provider is configured (nothing to estimate).
-    pub fn new(fill: Arc<dyn ImageEditor>, estimator: Option<Estimator>) -> Self {
-        Self { fill, estimator }
+    pub fn new(fill: Arc<dyn ImageEditor>, estimator: Option<Estimator>, max_tokens_per_job: u64) -> Self {
+        Self {
+            fill,
+            estimator,
+            max_tokens_per_job,
+        }
     }
 }
 
@@ -31,12 +37,18 @@ impl ImageEditor for DryRunEditor {
         self.fill.name()
     }
 
-    fn uses_prompt(&self) -> bool {
-        self.fill.uses_prompt()
-    }
-
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let estimate = self.estimator.as_ref().map(|estimate| estimate(&request));
+        // A dry run says what the real run would do, so a job the cap would stop fails here too.
+        if let Some(estimate) = &estimate {
+            crate::budget::check_limit(&estimate.tokens, request.tokens_spent, self.max_tokens_per_job).map_err(
+                |error| ProviderError::Rejected {
+                    provider: estimate.provider,
+                    code: error.code(),
+                    reason: error.to_string(),
+                },
+            )?;
+        }
         let mut response = self.fill.edit(request).await?;
         response.usage = super::Usage::default();
         response.cost_micro_usd = 0;

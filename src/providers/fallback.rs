@@ -35,25 +35,12 @@ impl ImageEditor for FallbackChain {
         "fallback"
     }
 
-    /// True when every provider follows the prompt (the built-in fill does not).
-    fn uses_prompt(&self) -> bool {
-        self.editors.iter().all(|editor| editor.uses_prompt())
-    }
-
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let mut attempts = Vec::with_capacity(self.editors.len());
         let mut failures: Vec<ProviderError> = Vec::new();
         for editor in &self.editors {
             let started = Instant::now();
-            let outcome = editor
-                .edit(EditRequest {
-                    image: request.image,
-                    mask: request.mask,
-                    prompt: request.prompt,
-                    size: request.size,
-                    quality: request.quality,
-                })
-                .await;
+            let outcome = editor.edit(request).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             match outcome {
                 Ok(mut response) => {

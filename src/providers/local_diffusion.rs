@@ -112,10 +112,6 @@ impl ImageEditor for LocalDiffusionEditor {
         NAME
     }
 
-    fn uses_prompt(&self) -> bool {
-        true
-    }
-
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let (width, height) = working_size(request.image.dimensions());
         let body = build_body(
@@ -135,6 +131,7 @@ impl ImageEditor for LocalDiffusionEditor {
         Ok(EditResponse {
             image,
             provider: NAME,
+            prompt_used: true,
             usage: Usage::default(),
             cost_micro_usd: 0,
             details: serde_json::json!({

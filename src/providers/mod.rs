@@ -21,6 +21,8 @@ use crate::job::{Quality, RenderSize};
 use crate::safety::SafePrompt;
 
 /// One edit request. Images are borrowed: a provider that needs another encoding makes it.
+/// Copy, so a chain hands the same request to each provider it tries.
+#[derive(Clone, Copy)]
 pub struct EditRequest<'a> {
     /// The base texture, decoded and oriented. Shared, so a provider that works on another
     /// thread takes a reference count instead of copying the pixels.
@@ -33,6 +35,9 @@ pub struct EditRequest<'a> {
     /// composite step brings the result back to the base's resolution.
     pub size: RenderSize,
     pub quality: Quality,
+    /// Tokens already recorded for this job by its earlier attempts; a paid provider checks
+    /// them plus its estimate against `MAX_TOKENS_PER_JOB` before calling.
+    pub tokens_spent: u64,
 }
 
 /// Token usage reported (or, for estimates, predicted) for one call.
@@ -56,6 +61,9 @@ pub struct EditResponse {
     pub image: RgbaImage,
     /// Stable provider name, recorded as `metadata.provider`.
     pub provider: &'static str,
+    /// Whether this provider followed the prompt (the built-in fill does not), recorded as
+    /// `metadata.promptUsed` for the provider that produced the image, not the whole chain.
+    pub prompt_used: bool,
     pub usage: Usage,
     /// Exact cost in millionths of a US dollar (0 for local providers).
     pub cost_micro_usd: u64,
@@ -104,6 +112,10 @@ pub struct CallEstimate {
     pub total_tokens: u64,
     /// `None` when the price table cannot price the estimate.
     pub cost_micro_cents: Option<u64>,
+    /// The output tokens were scaled by area from the reference's 1024x1024 figure (a size the
+    /// table does not list, as gpt-image-2 allows): a conservative estimate, not a table value.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub output_scaled_by_area: bool,
 }
 
 /// One try of one provider, for `metadata.providerAttempts`.
@@ -185,10 +197,6 @@ impl ProviderError {
 pub trait ImageEditor: Send + Sync {
     /// Stable name, e.g. `builtin`, `openai`, `local-diffusion`.
     fn name(&self) -> &'static str;
-
-    /// Whether the provider follows the prompt. A fill that ignores it says so, and the pipeline
-    /// records that in `metadata`.
-    fn uses_prompt(&self) -> bool;
 
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError>;
 }

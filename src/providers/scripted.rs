@@ -206,10 +206,6 @@ impl ImageEditor for ScriptedEditor {
         self.name
     }
 
-    fn uses_prompt(&self) -> bool {
-        self.uses_prompt
-    }
-
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         // The answer is taken on arrival, so concurrent calls get answers in arrival order
         // even when an earlier one is held at its gate.
@@ -251,6 +247,7 @@ impl ImageEditor for ScriptedEditor {
         Ok(EditResponse {
             image,
             provider: self.name,
+            prompt_used: self.uses_prompt,
             usage,
             cost_micro_usd,
             details: serde_json::json!({ "scripted": true, "call": call }),
@@ -290,6 +287,7 @@ mod tests {
             prompt: &inputs.prompt,
             size: RenderSize::parse("128x64").unwrap(),
             quality: Quality::Hd,
+            tokens_spent: 0,
         }
     }
 
@@ -349,8 +347,8 @@ mod tests {
     async fn records_prompt_size_quality_and_mask_of_every_request() {
         let inputs = inputs("weathered brick");
         let editor = ScriptedEditor::new([Answer::base(), Answer::base()]).ignoring_prompt();
-        assert!(!editor.uses_prompt());
-        editor.edit(request(&inputs, true)).await.unwrap();
+        let response = editor.edit(request(&inputs, true)).await.unwrap();
+        assert!(!response.prompt_used);
         editor.edit(request(&inputs, false)).await.unwrap();
         let expected = |mask| ReceivedEdit {
             prompt: "weathered brick".into(),

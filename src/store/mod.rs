@@ -92,6 +92,24 @@ pub struct DesignRow {
 }
 
 impl DesignRow {
+    /// Tokens of the paid calls in `metadata.cost.calls` that the job `job_id` recorded (the
+    /// per-job cap counts these; calls of other jobs of the same design do not).
+    pub fn tokens_recorded_by_job(&self, job_id: &str) -> u64 {
+        let calls = self
+            .metadata
+            .as_ref()
+            .and_then(|metadata| metadata.get("cost"))
+            .and_then(|cost| cost.get("calls"))
+            .and_then(serde_json::Value::as_object);
+        calls.map_or(0, |calls| {
+            calls
+                .values()
+                .filter(|call| call.get("jobId").and_then(serde_json::Value::as_str) == Some(job_id))
+                .map(|call| call.get("tokens").and_then(serde_json::Value::as_u64).unwrap_or(0))
+                .fold(0, u64::saturating_add)
+        })
+    }
+
     /// A row as first written: owned by `tenant`, no outputs, no cost, no metadata.
     pub fn fresh(design: &DesignId, tenant: &TenantId, status: DesignStatus) -> Self {
         Self {

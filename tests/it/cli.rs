@@ -16,6 +16,11 @@ const LIMITS: DecodeLimits = DecodeLimits {
 };
 
 fn render(dir: &std::path::Path, args: &[&str]) -> Output {
+    render_with(dir, args, &[])
+}
+
+/// `render` with extra environment variables.
+fn render_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_design-render"))
         .arg("render")
         .args(args)
@@ -24,6 +29,7 @@ fn render(dir: &std::path::Path, args: &[&str]) -> Output {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("STORAGE_DIR", dir.join("storage"))
         .env("DATABASE_URL", format!("sqlite://{}", dir.join("renders.db").display()))
+        .envs(env.iter().copied())
         .output()
         .expect("binary runs")
 }
@@ -226,4 +232,46 @@ fn job_file_uses_the_queue_payload_format() {
     assert!(json["metadata"]["roughnessMapUrl"].is_string());
     assert!(json["metadata"].get("normalMapUrl").is_none());
     assert_eq!(dimensions_of(json["highResUrl"].as_str().unwrap()), (256, 256));
+}
+
+#[test]
+fn configuration_problems_exit_78_naming_what_to_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = project_file("examples/base.png");
+    let args = ["--base", base.to_str().unwrap(), "--prompt", "x"];
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("MAX_TOKENS_PER_JOB", "lots")], "MAX_TOKENS_PER_JOB"),
+        (
+            &[
+                ("OPENAI_API_KEY", "sk-test-key"),
+                ("OPENAI_IMAGE_MODEL", "gpt-image-2.5-sunburst"),
+            ],
+            "PRICE_TABLE_OVERRIDES",
+        ),
+        (
+            &[("PROMPT_BLOCKLIST", "/nonexistent/blocklist.txt")],
+            "PROMPT_BLOCKLIST",
+        ),
+        (&[("RENDER_PROVIDERS", "local-diffusion")], "LOCAL_DIFFUSION_URL"),
+    ];
+    for (env, named) in cases {
+        let output = render_with(dir.path(), &args, env);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{env:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(named), "{env:?}: {stderr}");
+        assert!(!stderr.contains("sk-test-key"), "{stderr}");
+    }
+    // A database that cannot be reached yet is worth retrying: 75.
+    let unreachable = render_with(
+        dir.path(),
+        &args,
+        &[("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
+    );
+    assert_eq!(
+        unreachable.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&unreachable.stderr)
+    );
 }

@@ -53,7 +53,6 @@ fn openai_config(dir: &Path, server: &MockServer) -> Config {
     let mut config = Config::for_tests(dir);
     config.providers.openai_api_key = Some(Secret::new(KEY));
     config.providers.openai_base_url = url::Url::parse(&format!("{}/v1", server.uri())).unwrap();
-    // gpt-image-1 is fully priced by the reference; gpt-image-1.5 needs PRICE_TABLE_OVERRIDES.
     config.providers.openai_image_model = "gpt-image-1".into();
     config.providers.openai_timeout = Duration::from_secs(5);
     config
@@ -469,6 +468,68 @@ async fn token_limit_fails_permanently_before_any_request() {
 }
 
 #[tokio::test]
+async fn the_token_cap_counts_what_earlier_attempts_of_the_same_job_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(strict_edits(Arc::new(AtomicUsize::new(0))))
+        // The first attempt of job-1 and the one attempt of job-2; never a second for job-1.
+        .expect(2)
+        .mount(&server)
+        .await;
+    let mut config = openai_config(dir.path(), &server);
+    // The estimate (6208 output + 135 image input + text) fits; with the 4270 tokens the first
+    // call really used, a second estimate does not.
+    config.providers.max_tokens_per_job = 8000;
+    let mut pipeline = pipeline(&config).await;
+    pipeline.blobs = Arc::new(FlakyBlobStore::with_plan(
+        Arc::clone(&pipeline.blobs),
+        FaultPlan::new().fail_next_puts(1, Fault::Unavailable),
+    ));
+    let job = request(dir.path(), "d-capped", "slate");
+    let design = DesignId::parse("d-capped").unwrap();
+
+    let error = pipeline.run_attempt(&job, "job-1", &Silent).await.unwrap_err();
+    assert_eq!(error.disposition(), Disposition::Retry, "the upload failed: {error}");
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!(row.tokens_recorded_by_job("job-1"), 4270);
+
+    let error = pipeline.run_attempt(&job, "job-1", &Silent).await.unwrap_err();
+    assert_eq!(error.code(), "token_limit_exceeded");
+    assert_eq!(error.disposition(), Disposition::Abort);
+    assert!(error.to_string().contains("4270 already used"), "{error}");
+    assert_eq!(received(&server).await, 1, "no second paid call for job-1");
+
+    // A new job for the same design starts with its own allowance.
+    let output = pipeline.run_attempt(&job, "job-2", &Silent).await.unwrap();
+    assert_eq!(output.cost_tokens, 2 * 4270, "the design's cost sums both jobs");
+    let row = pipeline.designs.get(&design).await.unwrap().unwrap();
+    assert_eq!(row.tokens_recorded_by_job("job-2"), 4270);
+}
+
+#[tokio::test]
+async fn a_dry_run_is_stopped_by_the_token_cap_like_the_real_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(edits_ok("x"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut config = openai_config(dir.path(), &server);
+    config.providers.dry_run = true;
+    config.providers.max_tokens_per_job = 1000;
+    let pipeline = pipeline(&config).await;
+    let error = pipeline
+        .run(&request(dir.path(), "d-dry-cap", "tiles"), &Silent)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), "token_limit_exceeded");
+    assert_eq!(error.disposition(), Disposition::Abort);
+}
+
+#[tokio::test]
 async fn dry_run_makes_no_request_and_records_an_estimate_at_zero_cents() {
     let dir = tempfile::tempdir().unwrap();
     let server = MockServer::start().await;
@@ -584,6 +645,83 @@ async fn a_refused_key_is_a_configuration_error_without_the_key_in_the_message()
     assert!(!text.contains("SECRET") && !text.contains("abcdef"), "{text}");
 }
 
+#[tokio::test]
+async fn a_retired_model_is_a_misconfiguration_and_the_chain_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = MockServer::start().await;
+    let local = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({
+            "error": {"message": "The model `gpt-image-1` does not exist or you do not have access to it.",
+                      "type": "invalid_request_error", "param": null, "code": "model_not_found"}
+        })))
+        .expect(1)
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/sdapi/v1/img2img"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "images": [png_b64(64, 64)], "parameters": {}, "info": "{}"
+        })))
+        .expect(1)
+        .mount(&local)
+        .await;
+    let mut config = openai_config(dir.path(), &openai);
+    config.providers.local_diffusion_url = Some(url::Url::parse(&local.uri()).unwrap());
+    let pipeline = pipeline(&config).await;
+    let output = pipeline
+        .run(&request(dir.path(), "d-retired", "brick wall"), &Silent)
+        .await
+        .expect("the next provider renders the job");
+    let metadata = helpers::json(&output.metadata);
+    assert_eq!(metadata["provider"], "local-diffusion");
+    assert_eq!(metadata["providerAttempts"][0]["provider"], "openai");
+    assert_eq!(metadata["providerAttempts"][0]["outcome"], "provider_misconfigured");
+    assert_eq!((output.cost_tokens, output.cost_cents), (0, 0));
+}
+
+#[tokio::test]
+async fn prompt_used_describes_the_provider_that_produced_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let openai = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(strict_edits(Arc::new(AtomicUsize::new(0))))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&openai)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(ResponseTemplate::new(503))
+        .with_priority(2)
+        .mount(&openai)
+        .await;
+    let mut config = openai_config(dir.path(), &openai);
+    // The built-in fill, which ignores the prompt, is the last resort of this chain.
+    config.providers.render_providers = Some(vec![ProviderKind::OpenAi, ProviderKind::Builtin]);
+    let pipeline = pipeline(&config).await;
+    let by_openai = pipeline
+        .run(&request(dir.path(), "d-prompt-1", "slate"), &Silent)
+        .await
+        .unwrap();
+    let metadata = helpers::json(&by_openai.metadata);
+    assert_eq!(
+        (metadata["provider"].as_str(), metadata["promptUsed"].as_bool()),
+        (Some("openai"), Some(true))
+    );
+    let by_fill = pipeline
+        .run(&request(dir.path(), "d-prompt-2", "slate"), &Silent)
+        .await
+        .unwrap();
+    let metadata = helpers::json(&by_fill.metadata);
+    assert_eq!(
+        (metadata["provider"].as_str(), metadata["promptUsed"].as_bool()),
+        (Some("builtin"), Some(false))
+    );
+}
+
 fn local_only(dir: &Path, server: &MockServer) -> Config {
     let mut config = Config::for_tests(dir);
     config.providers.local_diffusion_url = Some(url::Url::parse(&server.uri()).unwrap());
@@ -693,9 +831,15 @@ fn provider_order_follows_render_providers_then_the_spec_default() {
     assert!(app::build_editor(&config).is_err(), "listed but disabled");
     config.render_providers = None;
     assert_eq!(app::build_editor(&config).unwrap().order, vec!["local-diffusion"]);
-    // The default model is not fully priced by the reference: refused at start-up.
+    // The spec's configuration (a key and nothing else) starts with the default model priced.
     config.openai_image_edit_enabled = true;
     config.openai_image_model = "gpt-image-1.5".into();
+    assert_eq!(
+        app::build_editor(&config).unwrap().order,
+        vec!["openai", "local-diffusion"]
+    );
+    // A model with no known price is refused at start-up, naming where to add one.
+    config.openai_image_model = "gpt-image-2.5-sunburst".into();
     let error = app::build_editor(&config).err().unwrap();
     assert!(format!("{error:#}").contains("PRICE_TABLE_OVERRIDES"), "{error:#}");
 }

@@ -11,6 +11,7 @@ use design_render::providers::scripted::{Answer, ScriptedImage, paid_call};
 use design_render::providers::{ProviderError, Usage};
 use design_render::storage::flaky::{Fault, FaultPlan};
 use design_render::store::DesignStatus;
+use design_render::tenancy::TenantLimiter;
 use design_render::worker::{JobOutcome, SATURATED_DELAY_MAX, SATURATED_DELAY_MIN};
 use serde_json::Value;
 use tokio::sync::Barrier;
@@ -306,4 +307,63 @@ async fn a_paid_call_survives_a_failed_upload_and_is_counted_once_across_attempt
     let row = test.row("d-paid");
     assert_eq!((row.cost_tokens, row.cost_cents), (4270, 17));
     assert_eq!(only(test.take_events()).cost_cents, 17);
+}
+
+#[tokio::test]
+async fn a_failed_event_carries_the_cost_that_was_recorded_for_the_design() {
+    let call = paid_call(
+        "call-1",
+        Usage {
+            input_tokens: 1000,
+            output_tokens: 3270,
+        },
+        16_727_500,
+    );
+    let test = TestWorker::new([Answer::paid(ScriptedImage::Base, call)]);
+    // The paid image never reaches storage on the job's only attempt.
+    test.blobs
+        .set_plan(FaultPlan::new().fail_next_puts(5, Fault::Unavailable));
+    test.design("d-spent", "tenant-a");
+    assert_eq!(
+        retried(test.deliver("job-3", payload("d-spent", "tenant-a"), 1, 1).await),
+        ErrorCode::StorageFailed
+    );
+    let row = test.row("d-spent");
+    assert_eq!(row.status, DesignStatus::Failed);
+    let event = only(test.take_events());
+    assert_eq!(event.event, "design.render.failed");
+    assert_eq!((event.cost_tokens, event.cost_cents), (4270, 17), "what was paid");
+    assert_eq!((row.cost_tokens, row.cost_cents), (4270, 17));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_whose_lease_is_lost_stops_at_the_next_step_and_retries() {
+    let gate = Arc::new(Barrier::new(2));
+    let lease = Duration::from_secs(3);
+    let test = Arc::new(TestWorker::with_limits(
+        [Answer::base().held_at(gate.clone()), Answer::base()],
+        1,
+        lease,
+    ));
+    test.design("d-lost", "tenant-a");
+    let mut job = {
+        let test = Arc::clone(&test);
+        tokio::spawn(async move { test.deliver("job-lost", payload("d-lost", "tenant-a"), 1, 3).await })
+    };
+    reach(&gate, &mut job).await;
+    // The slot is taken away while the provider works (as when another worker's clean-up or a
+    // Redis failover loses it); the next renewal finds it gone.
+    test.limiter
+        .release(&tenant_id("tenant-a"), "job-lost")
+        .await
+        .expect("release");
+    tokio::time::sleep(lease).await;
+    gate.wait().await;
+    assert_eq!(retried(job.await.expect("job")), ErrorCode::TenantLeaseLost);
+    // Stopped before post-processing: nothing was uploaded, and the row waits for the retry.
+    assert_eq!(test.row("d-lost").status, DesignStatus::Processing);
+    assert!(test.take_events().is_empty(), "a retried attempt announces nothing");
+    // The retry takes a slot again and completes.
+    completed(test.deliver("job-lost", payload("d-lost", "tenant-a"), 2, 3).await);
+    only(test.take_events());
 }

@@ -38,6 +38,22 @@ pub(super) fn status_error(status: u16, headers: &reqwest::header::HeaderMap, bo
                 },
             }
         }
+        400 | 404 if is_unknown_model(&code, &message) => {
+            // Every job would hit this until an operator changes OPENAI_IMAGE_MODEL, so it is
+            // an ERROR once per process, not once per job; the chain moves on meanwhile.
+            static REPORTED: std::sync::Once = std::sync::Once::new();
+            REPORTED.call_once(|| {
+                tracing::error!(
+                    provider = NAME,
+                    http.status = status,
+                    "OpenAI does not offer the configured image model (HTTP {status}): {message}; set OPENAI_IMAGE_MODEL to a current model such as gpt-image-1.5"
+                );
+            });
+            ProviderError::Misconfigured {
+                provider: NAME,
+                reason: format!("model not available (HTTP {status}): {message}"),
+            }
+        }
         401 | 403 => {
             tracing::error!(
                 provider = NAME,
@@ -118,6 +134,24 @@ pub fn scrub(text: &str, key: &str) -> String {
     out
 }
 
+/// A 400/404 saying the model does not exist, was retired or is not available to this account:
+/// the `model_not_found` code, or a message naming the model as missing (the body of a retired
+/// model's refusal is not documented exactly, so both are recognised).
+fn is_unknown_model(code: &str, message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    code == "model_not_found"
+        || (message.contains("model")
+            && [
+                "does not exist",
+                "not available",
+                "not found",
+                "do not have access",
+                "has been shut down",
+            ]
+            .iter()
+            .any(|phrase| message.contains(phrase)))
+}
+
 fn is_content_policy(code: &str, kind: &str) -> bool {
     matches!(code, "moderation_blocked" | "content_policy_violation") || kind == "image_generation_user_error"
 }
@@ -167,6 +201,38 @@ mod tests {
         assert!(server.to_string().contains("HTTP 503"), "{server}");
         let other = status_error(404, &none, &envelope("no such route", "x", None), KEY);
         assert_eq!(other.code(), "provider_rejected");
+    }
+
+    #[test]
+    fn a_missing_model_is_a_misconfiguration_not_a_rejected_job() {
+        let none = HeaderMap::new();
+        let coded = status_error(
+            404,
+            &none,
+            &envelope(
+                "The model `gpt-image-1` does not exist or you do not have access to it.",
+                "invalid_request_error",
+                Some("model_not_found"),
+            ),
+            KEY,
+        );
+        assert_eq!(coded.code(), "provider_misconfigured");
+        assert!(coded.to_string().contains("model not available"), "{coded}");
+        let worded = status_error(
+            400,
+            &none,
+            &envelope("Model gpt-image-1 is not available.", "invalid_request_error", None),
+            KEY,
+        );
+        assert_eq!(worded.code(), "provider_misconfigured");
+        // A plain bad request about something else stays the job's problem.
+        let bad = status_error(
+            400,
+            &none,
+            &envelope("Invalid image file", "invalid_request_error", None),
+            KEY,
+        );
+        assert_eq!(bad.code(), "provider_rejected");
     }
 
     #[test]

@@ -42,7 +42,8 @@ pub struct OpenAiSettings {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub moderation: bool,
-    /// `MAX_TOKENS_PER_JOB`: an estimate above it fails the job before any request.
+    /// `MAX_TOKENS_PER_JOB`: an estimate that, with what earlier attempts of the job used,
+    /// would go above it fails the job before any request.
     pub max_tokens_per_job: u64,
     pub prices: PriceTable,
 }
@@ -160,10 +161,6 @@ impl ImageEditor for OpenAiEditor {
         NAME
     }
 
-    fn uses_prompt(&self) -> bool {
-        true
-    }
-
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let model = self.settings.model.as_str();
         let prompt = request.prompt.as_str();
@@ -174,15 +171,16 @@ impl ImageEditor for OpenAiEditor {
                 reason: format!("prompt is longer than {model} accepts"),
             });
         }
-        let plan = plan::plan_request(model, request.image.dimensions(), request.quality);
+        let requested = (request.size.width(), request.size.height());
+        let plan = plan::plan_request(model, request.image.dimensions(), requested, request.quality);
         let estimate = plan::estimate_call(model, &plan, request.prompt.char_count(), &self.settings.prices);
-        budget::check_limit(&estimate.tokens, self.settings.max_tokens_per_job).map_err(|error| {
-            ProviderError::Rejected {
+        budget::check_limit(&estimate.tokens, request.tokens_spent, self.settings.max_tokens_per_job).map_err(
+            |error| ProviderError::Rejected {
                 provider: NAME,
                 code: error.code(),
                 reason: error.to_string(),
-            }
-        })?;
+            },
+        )?;
         if self.settings.moderation {
             self.moderate(prompt).await?;
         }
@@ -207,6 +205,7 @@ impl ImageEditor for OpenAiEditor {
         Ok(EditResponse {
             image: edited.image,
             provider: NAME,
+            prompt_used: true,
             usage,
             cost_micro_usd: cost.total.0.div_ceil(100),
             details: serde_json::json!({

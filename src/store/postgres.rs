@@ -243,8 +243,13 @@ impl DesignStore for PgDesignStore {
             .bind(tenant.as_str())
             .fetch_optional(&mut *transaction)
             .await
-            .map_err(StoreError::from_sqlx)?
-            .ok_or_else(|| Self::not_found(design, tenant))?;
+            .map_err(StoreError::from_sqlx)?;
+        let Some(row) = row else {
+            // Roll back now: a dropped transaction only queues its ROLLBACK for the connection's
+            // next use, and until then the idle pooled connection keeps the table locked.
+            transaction.rollback().await.map_err(StoreError::from_sqlx)?;
+            return Err(Self::not_found(design, tenant));
+        };
         let metadata: Option<sqlx::types::Json<serde_json::Value>> =
             row.try_get("metadata").map_err(StoreError::from_sqlx)?;
         let ledger = super::merge_paid_call(metadata.as_ref().map(|json| &json.0), call);

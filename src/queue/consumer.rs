@@ -114,7 +114,7 @@ mod tests {
     #[test]
     fn permanent_errors_are_unrecoverable_and_transient_ones_retry() {
         let permanent = JobError::Render(RenderError::Payload(PayloadError {
-            field: "prompt",
+            field: "prompt".into(),
             rule: "must not be empty".into(),
         }));
         match to_bullmq_error(&permanent) {

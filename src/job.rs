@@ -76,6 +76,38 @@ impl PayloadError {
     }
 }
 
+/// Job data as a queue delivered it, not yet validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobData {
+    /// JSON as the queue library decoded it.
+    Json(serde_json::Value),
+    /// The bytes as stored, when the library's decoding could not be trusted (it may have
+    /// repaired invalid UTF-8 or given up on text that is not JSON); validated by
+    /// [`RenderRequest::from_json`], so those problems are named instead of hidden.
+    Raw(Vec<u8>),
+}
+
+impl From<serde_json::Value> for JobData {
+    fn from(value: serde_json::Value) -> Self {
+        Self::Json(value)
+    }
+}
+
+impl JobData {
+    /// A top-level string member, to describe a job whose data did not validate. Raw data that
+    /// is not UTF-8 JSON has none.
+    pub fn text_member(&self, name: &str) -> Option<String> {
+        let member = |value: &serde_json::Value| value.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        match self {
+            Self::Json(value) => member(value),
+            Self::Raw(bytes) => serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .as_ref()
+                .and_then(member),
+        }
+    }
+}
+
 /// A validated render request. Built only by [`RenderRequest::parse`] or [`RenderRequest::from_json`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderRequest {
@@ -96,12 +128,20 @@ impl RenderRequest {
         Self::from_value(&decode_json(bytes)?)
     }
 
+    /// Validates job data as a queue delivered it.
+    pub fn from_data(data: &JobData) -> Result<Self, PayloadError> {
+        match data {
+            JobData::Json(value) => Self::from_value(value),
+            JobData::Raw(bytes) => Self::from_json(bytes),
+        }
+    }
+
     /// Validates decoded JSON. Every field is type-checked by hand rather than by serde, so a
     /// wrong type names its JSON path and says what was expected and what was found. `null` in
     /// an optional field (`userId`, `maskUrl`, `renderOptions` and each of its members) means
     /// absent, as JavaScript producers send it; `null` in a required field is an error.
     /// Unknown fields are ignored.
-    pub fn from_value(value: &serde_json::Value) -> Result<Self, PayloadError> {
+    fn from_value(value: &serde_json::Value) -> Result<Self, PayloadError> {
         let fields = Fields::of(value, WHOLE_PAYLOAD, "a JSON object (the job payload)")?;
         let payload = JobPayload {
             design_id: fields.required_string("designId", "a string like \"design-123\"")?,

@@ -23,7 +23,7 @@ use tracing::Instrument;
 
 use crate::events::{EventError, EventSink, EventSubject, RenderEvent};
 use crate::failure::{JobError, settle};
-use crate::job::{PayloadError, RenderRequest, TenantId};
+use crate::job::{JobData, PayloadError, RenderRequest, TenantId};
 use crate::pipeline::{Disposition, Pipeline, RenderError, Silent};
 use crate::tenancy::TenantLimiter;
 
@@ -40,7 +40,7 @@ pub struct Delivery {
     /// Attempts the producer allowed (BullMQ's `opts.attempts`, at least 1).
     pub attempts_allowed: u32,
     /// The job's data, not yet validated.
-    pub payload: serde_json::Value,
+    pub payload: JobData,
 }
 
 /// How one delivery ends, for the queue adapter to carry out.
@@ -216,8 +216,8 @@ impl RenderWorker {
 
 /// The delivery's payload as a validated request; the error names the field by its JSON path.
 /// A payload that does not validate is permanent.
-pub fn parse_request(payload: &serde_json::Value) -> Result<RenderRequest, PayloadError> {
-    RenderRequest::from_value(payload)
+pub fn parse_request(payload: &JobData) -> Result<RenderRequest, PayloadError> {
+    RenderRequest::from_data(payload)
 }
 
 fn subject(delivery: &Delivery, request: &RenderRequest) -> EventSubject {
@@ -235,8 +235,7 @@ fn raw_subject(delivery: &Delivery) -> EventSubject {
     let field = |name: &str, limit: usize| {
         delivery
             .payload
-            .get(name)
-            .and_then(serde_json::Value::as_str)
+            .text_member(name)
             .map(|text| text.chars().take(limit).collect::<String>())
     };
     EventSubject {
@@ -344,11 +343,14 @@ mod tests {
 
     #[test]
     fn a_payload_that_is_not_a_job_object_names_the_payload() {
-        let error = parse_request(&serde_json::json!(["not", "an", "object"])).unwrap_err();
+        let error = parse_request(&serde_json::json!(["not", "an", "object"]).into()).unwrap_err();
         assert_eq!(error.field, "payload");
-        let error = parse_request(&serde_json::json!({
-            "designId": "d1", "prompt": "", "baseTextureUrl": "https://a.example/b.png", "tenantId": "t1"
-        }))
+        let error = parse_request(
+            &serde_json::json!({
+                "designId": "d1", "prompt": "", "baseTextureUrl": "https://a.example/b.png", "tenantId": "t1"
+            })
+            .into(),
+        )
         .unwrap_err();
         assert_eq!(error.field, "prompt");
     }

@@ -182,7 +182,7 @@ pub struct ProviderSetup {
     pub prompt_max_chars: usize,
 }
 
-/// Chooses and wires the providers (issue 5):
+/// Chooses and wires the providers:
 /// - `DRY_RUN_MODE=true`: the built-in fill behind the dry-run adapter, which reports what the
 ///   OpenAI call would have cost; no paid provider is built.
 /// - `RENDER_PROVIDERS` set: exactly those, in that order; a listed provider that is not

@@ -175,7 +175,7 @@ mod tests {
             tenant: TenantId::parse("t1").unwrap(),
         }));
         let invalid = JobError::Render(RenderError::Payload(PayloadError {
-            field: "prompt",
+            field: "prompt".into(),
             rule: "must not be empty".into(),
         }));
         for error in [not_found, invalid] {

@@ -8,8 +8,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest accepted identifier (design, tenant, user).
+/// Longest accepted identifier (design, tenant).
 pub const MAX_ID_LEN: usize = 128;
+/// Longest accepted `userId`, in characters.
+pub const MAX_USER_ID_CHARS: usize = 256;
 /// Smallest and largest side accepted in `renderOptions.size`.
 const MIN_SIDE: u32 = 64;
 const MAX_SIDE: u32 = 4096;
@@ -48,19 +50,60 @@ pub struct RenderOptionsPayload {
     pub size: Option<String>,
 }
 
-/// A rejected payload: the offending field (JSON path) and the rule it broke.
+/// A rejected payload: the offending field (its JSON path, such as `renderOptions.size`, or
+/// `payload` when the document itself is wrong) and the rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid job payload: `{field}` {rule}")]
 pub struct PayloadError {
-    pub field: &'static str,
+    pub field: String,
     pub rule: String,
 }
 
+/// The path [`PayloadError::field`] names when the problem is the whole document (not UTF-8,
+/// not JSON, not an object).
+const WHOLE_PAYLOAD: &str = "payload";
+
 impl PayloadError {
-    fn new(field: &'static str, rule: impl Into<String>) -> Self {
+    fn new(field: &str, rule: impl Into<String>) -> Self {
         Self {
-            field,
+            field: field.to_owned(),
             rule: rule.into(),
+        }
+    }
+
+    fn whole(rule: impl Into<String>) -> Self {
+        Self::new(WHOLE_PAYLOAD, rule)
+    }
+}
+
+/// Job data as a queue delivered it, not yet validated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobData {
+    /// JSON as the queue library decoded it.
+    Json(serde_json::Value),
+    /// The bytes as stored, when the library's decoding could not be trusted (it may have
+    /// repaired invalid UTF-8 or given up on text that is not JSON); validated by
+    /// [`RenderRequest::from_json`], so those problems are named instead of hidden.
+    Raw(Vec<u8>),
+}
+
+impl From<serde_json::Value> for JobData {
+    fn from(value: serde_json::Value) -> Self {
+        Self::Json(value)
+    }
+}
+
+impl JobData {
+    /// A top-level string member, to describe a job whose data did not validate. Raw data that
+    /// is not UTF-8 JSON has none.
+    pub fn text_member(&self, name: &str) -> Option<String> {
+        let member = |value: &serde_json::Value| value.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+        match self {
+            Self::Json(value) => member(value),
+            Self::Raw(bytes) => serde_json::from_slice::<serde_json::Value>(bytes)
+                .ok()
+                .as_ref()
+                .and_then(member),
         }
     }
 }
@@ -78,10 +121,49 @@ pub struct RenderRequest {
 }
 
 impl RenderRequest {
-    /// Parses the JSON text of a job payload, naming the field of the first problem.
-    pub fn from_json(text: &[u8]) -> Result<Self, PayloadError> {
-        let payload: JobPayload = serde_json::from_slice(text)
-            .map_err(|error| PayloadError::new("payload", format!("is not a valid job object: {error}")))?;
+    /// Parses the raw bytes of a job payload (a `--job` file, or job data read from Redis),
+    /// naming the field of the first problem. Bytes that are not UTF-8 are refused, never
+    /// repaired, and text that is not JSON is refused with the line, column and reason.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, PayloadError> {
+        Self::from_value(&decode_json(bytes)?)
+    }
+
+    /// Validates job data as a queue delivered it.
+    pub fn from_data(data: &JobData) -> Result<Self, PayloadError> {
+        match data {
+            JobData::Json(value) => Self::from_value(value),
+            JobData::Raw(bytes) => Self::from_json(bytes),
+        }
+    }
+
+    /// Validates decoded JSON. Every field is type-checked by hand rather than by serde, so a
+    /// wrong type names its JSON path and says what was expected and what was found. `null` in
+    /// an optional field (`userId`, `maskUrl`, `renderOptions` and each of its members) means
+    /// absent, as JavaScript producers send it; `null` in a required field is an error.
+    /// Unknown fields are ignored.
+    fn from_value(value: &serde_json::Value) -> Result<Self, PayloadError> {
+        let fields = Fields::of(value, WHOLE_PAYLOAD, "a JSON object (the job payload)")?;
+        let payload = JobPayload {
+            design_id: fields.required_string("designId", "a string like \"design-123\"")?,
+            tenant_id: fields.required_string("tenantId", "a string like \"tenant-123\"")?,
+            user_id: fields.optional_string("userId", "a string like \"ana@example.com\"")?,
+            prompt: fields.required_string("prompt", "a string")?,
+            base_texture_url: fields
+                .required_string("baseTextureUrl", "a URL string like \"https://example.com/base.png\"")?,
+            mask_url: fields.optional_string("maskUrl", "a URL string like \"https://example.com/mask.png\"")?,
+            render_options: match fields.optional("renderOptions") {
+                None => RenderOptionsPayload::default(),
+                Some(value) => {
+                    let options = Fields::of(value, "renderOptions", "an object like {\"size\": \"2048x2048\"}")?;
+                    RenderOptionsPayload {
+                        generate_normal_map: options.optional_bool("generateNormalMap")?,
+                        generate_roughness_map: options.optional_bool("generateRoughnessMap")?,
+                        quality: options.optional_string("quality", "a string like \"hd\"")?,
+                        size: options.optional_string("size", "a string like \"2048x2048\"")?,
+                    }
+                }
+            },
+        };
         Self::parse(payload)
     }
 
@@ -118,7 +200,7 @@ impl RenderRequest {
             base_texture_url: self.base_texture.as_str().to_owned(),
             mask_url: self.mask.as_ref().map(|mask| mask.as_str().to_owned()),
             tenant_id: self.tenant_id.to_string(),
-            user_id: self.user_id.as_ref().map(ToString::to_string),
+            user_id: self.user_id.as_ref().map(|user| user.as_str().to_owned()),
             render_options: RenderOptionsPayload {
                 generate_normal_map: Some(self.options.normal_map),
                 generate_roughness_map: Some(self.options.roughness_map),
@@ -127,6 +209,149 @@ impl RenderRequest {
             },
         }
     }
+}
+
+/// The members of one JSON object of the payload, read with their JSON path in every error.
+struct Fields<'a> {
+    path: &'a str,
+    object: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> Fields<'a> {
+    fn of(value: &'a serde_json::Value, path: &'a str, expected: &str) -> Result<Self, PayloadError> {
+        match value {
+            serde_json::Value::Object(object) => Ok(Self { path, object }),
+            other => Err(PayloadError::new(
+                path,
+                format!("must be {expected}, got {}", kind_of(other)),
+            )),
+        }
+    }
+
+    fn path_of(&self, name: &str) -> String {
+        if self.path == WHOLE_PAYLOAD {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    /// The member's value, with `null` read as absent.
+    fn optional(&self, name: &str) -> Option<&'a serde_json::Value> {
+        self.object.get(name).filter(|value| !value.is_null())
+    }
+
+    fn required_string(&self, name: &str, expected: &str) -> Result<String, PayloadError> {
+        match self.object.get(name) {
+            None => Err(PayloadError::new(
+                &self.path_of(name),
+                format!("is missing; it must be {expected}"),
+            )),
+            Some(value) => self.string(name, value, expected),
+        }
+    }
+
+    fn optional_string(&self, name: &str, expected: &str) -> Result<Option<String>, PayloadError> {
+        self.optional(name)
+            .map(|value| self.string(name, value, expected))
+            .transpose()
+    }
+
+    fn optional_bool(&self, name: &str) -> Result<Option<bool>, PayloadError> {
+        match self.optional(name) {
+            None => Ok(None),
+            Some(serde_json::Value::Bool(flag)) => Ok(Some(*flag)),
+            Some(other) => Err(PayloadError::new(
+                &self.path_of(name),
+                format!("must be a boolean (true or false), got {}", kind_of(other)),
+            )),
+        }
+    }
+
+    fn string(&self, name: &str, value: &serde_json::Value, expected: &str) -> Result<String, PayloadError> {
+        match value {
+            serde_json::Value::String(text) => Ok(text.clone()),
+            other => Err(PayloadError::new(
+                &self.path_of(name),
+                format!("must be {expected}, got {}", kind_of(other)),
+            )),
+        }
+    }
+}
+
+/// "got …" wording for a JSON value's type.
+fn kind_of(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The job data as JSON, refusing what is not UTF-8 (never repaired with U+FFFD) and saying
+/// where and why text is not JSON.
+fn decode_json(bytes: &[u8]) -> Result<serde_json::Value, PayloadError> {
+    let text = std::str::from_utf8(bytes).map_err(|error| PayloadError::whole(describe_utf8_error(bytes, error)))?;
+    if text.starts_with('\u{feff}') {
+        return Err(PayloadError::whole(
+            "starts with a byte-order mark (U+FEFF); send UTF-8 JSON without a BOM",
+        ));
+    }
+    if text.trim().is_empty() {
+        return Err(PayloadError::whole("is empty; expected a JSON object"));
+    }
+    serde_json::from_str(text).map_err(|error| PayloadError::whole(describe_json_error(&error)))
+}
+
+fn describe_utf8_error(bytes: &[u8], error: std::str::Utf8Error) -> String {
+    let offset = error.valid_up_to();
+    let before = &bytes[..offset];
+    let line = before.iter().filter(|&&byte| byte == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&byte| byte == b'\n').map_or(0, |at| at + 1);
+    // Columns count characters, as serde_json's do; the prefix is valid UTF-8 by definition.
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let what = match (error.error_len(), bytes.get(offset)) {
+        (Some(_), Some(byte)) => format!("byte 0x{byte:02X} does not belong to a UTF-8 sequence"),
+        _ => "the data ends inside a multi-byte UTF-8 sequence".to_owned(),
+    };
+    format!("is not valid UTF-8: {what} at line {line} column {column} (byte offset {offset})")
+}
+
+fn describe_json_error(error: &serde_json::Error) -> String {
+    let at = format!("line {} column {}", error.line(), error.column());
+    let message = error.to_string();
+    let detail = message.strip_suffix(&format!(" at {at}")).unwrap_or(&message);
+    // serde_json says "lone leading surrogate", "unexpected end of hex escape" (a leading
+    // surrogate not followed by a trailing one) or "invalid unicode code point".
+    let lone_surrogate = [
+        "surrogate",
+        "unexpected end of hex escape",
+        "invalid unicode code point",
+    ]
+    .iter()
+    .any(|phrase| detail.contains(phrase));
+    let why = if lone_surrogate {
+        "has a lone UTF-16 surrogate escape (like \"\\ud800\"), which is not a Unicode character".to_owned()
+    } else if detail.contains("number out of range") {
+        "has a number out of range (too large for a 64-bit float)".to_owned()
+    } else if detail.contains("recursion limit exceeded") {
+        "is nested too deeply (more than 128 levels of arrays or objects)".to_owned()
+    } else if error.classify() == serde_json::error::Category::Eof {
+        format!("ends before the JSON value is complete ({detail})")
+    } else {
+        format!("is not valid JSON ({detail})")
+    };
+    format!("{why} at {at}")
+}
+
+/// Whether `c` must not appear in free text that reaches log lines: C0 and C1 controls, DEL,
+/// the line and paragraph separators, and the bidirectional overrides and isolates (which can
+/// make a log line read differently from what it holds).
+fn is_control_like(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn parse_identifier(text: &str) -> Result<String, String> {
@@ -180,10 +405,35 @@ identifier!(
     /// The tenant that owns a design; the unit of concurrency limits.
     TenantId
 );
-identifier!(
-    /// The user who asked for the render, carried into events only.
-    UserId
-);
+
+/// The user who asked for the render, carried into events only. The backend's user ids are free
+/// text (e-mail addresses, display names), so the rule is loose: 1..=256 characters, no control
+/// characters. It has no `Display` on purpose: code prints it through `Debug`, which quotes and
+/// escapes it, so a user id can never forge a log line.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if text.chars().count() > MAX_USER_ID_CHARS {
+            return Err(format!("must be at most {MAX_USER_ID_CHARS} characters"));
+        }
+        if let Some(bad) = text.chars().find(|&c| is_control_like(c)) {
+            return Err(format!(
+                "must not contain control characters (found U+{:04X})",
+                u32::from(bad)
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// The prompt as received: bounded in size, not yet sanitised. Only the safety module turns it
 /// into something a provider accepts.
@@ -434,7 +684,16 @@ mod tests {
         RenderRequest::from_json(value.to_string().as_bytes())
     }
 
-    fn rejected_field(mutate: impl FnOnce(&mut serde_json::Value)) -> &'static str {
+    fn rejected(mutate: impl FnOnce(&mut serde_json::Value)) -> PayloadError {
+        let mut value = payload();
+        mutate(&mut value);
+        match parse(&value) {
+            Err(error) => error,
+            Ok(request) => panic!("payload unexpectedly accepted: {request:?}"),
+        }
+    }
+
+    fn rejected_field(mutate: impl FnOnce(&mut serde_json::Value)) -> String {
         let mut value = payload();
         mutate(&mut value);
         match parse(&value) {
@@ -473,7 +732,7 @@ mod tests {
         assert_eq!(rejected_field(|v| v["designId"] = "".into()), "designId");
         assert_eq!(rejected_field(|v| v["designId"] = "x".repeat(129).into()), "designId");
         assert_eq!(rejected_field(|v| v["tenantId"] = "a b".into()), "tenantId");
-        assert_eq!(rejected_field(|v| v["userId"] = "u/1".into()), "userId");
+        assert_eq!(rejected_field(|v| v["userId"] = "u\t1".into()), "userId");
         assert_eq!(rejected_field(|v| v["prompt"] = "   ".into()), "prompt");
         assert_eq!(
             rejected_field(|v| v["baseTextureUrl"] = "ftp://x/y.png".into()),
@@ -494,9 +753,254 @@ mod tests {
         );
         assert_eq!(
             rejected_field(|v| v.as_object_mut().unwrap().remove("tenantId").map(drop).unwrap()),
-            "payload"
+            "tenantId"
         );
-        assert_eq!(rejected_field(|v| v["designId"] = 5.into()), "payload");
+        assert_eq!(rejected_field(|v| v["designId"] = 5.into()), "designId");
+    }
+
+    /// A wrong JSON type or `null` names the field by its path, what was expected and
+    /// what was found (serde's own message named only "payload").
+    #[test]
+    fn every_wrong_type_names_its_path_the_expectation_and_what_was_found() {
+        use serde_json::json;
+        let cases: &[(&str, &str, serde_json::Value, &str)] = &[
+            (
+                "designId",
+                "",
+                json!(5),
+                "`designId` must be a string like \"design-123\", got a number",
+            ),
+            (
+                "designId",
+                "",
+                json!(null),
+                "`designId` must be a string like \"design-123\", got null",
+            ),
+            (
+                "tenantId",
+                "",
+                json!(["t"]),
+                "`tenantId` must be a string like \"tenant-123\", got an array",
+            ),
+            (
+                "tenantId",
+                "",
+                json!(null),
+                "`tenantId` must be a string like \"tenant-123\", got null",
+            ),
+            (
+                "userId",
+                "",
+                json!(42),
+                "`userId` must be a string like \"ana@example.com\", got a number",
+            ),
+            (
+                "prompt",
+                "",
+                json!({"text": "x"}),
+                "`prompt` must be a string, got an object",
+            ),
+            ("prompt", "", json!(null), "`prompt` must be a string, got null"),
+            (
+                "baseTextureUrl",
+                "",
+                json!(true),
+                "`baseTextureUrl` must be a URL string like \"https://example.com/base.png\", got a boolean",
+            ),
+            (
+                "baseTextureUrl",
+                "",
+                json!(null),
+                "`baseTextureUrl` must be a URL string like \"https://example.com/base.png\", got null",
+            ),
+            (
+                "maskUrl",
+                "",
+                json!(1),
+                "`maskUrl` must be a URL string like \"https://example.com/mask.png\", got a number",
+            ),
+            (
+                "renderOptions",
+                "",
+                json!("hd"),
+                "`renderOptions` must be an object like {\"size\": \"2048x2048\"}, got a string",
+            ),
+            (
+                "renderOptions",
+                "size",
+                json!(2048),
+                "`renderOptions.size` must be a string like \"2048x2048\", got a number",
+            ),
+            (
+                "renderOptions",
+                "quality",
+                json!(1),
+                "`renderOptions.quality` must be a string like \"hd\", got a number",
+            ),
+            (
+                "renderOptions",
+                "generateNormalMap",
+                json!("true"),
+                "`renderOptions.generateNormalMap` must be a boolean (true or false), got a string",
+            ),
+            (
+                "renderOptions",
+                "generateRoughnessMap",
+                json!(1),
+                "`renderOptions.generateRoughnessMap` must be a boolean (true or false), got a number",
+            ),
+        ];
+        for (field, member, value, expected) in cases {
+            let error = rejected(|v| {
+                if member.is_empty() {
+                    v[*field] = value.clone();
+                } else {
+                    v[*field][*member] = value.clone();
+                }
+            });
+            let path = if member.is_empty() {
+                (*field).to_owned()
+            } else {
+                format!("{field}.{member}")
+            };
+            assert_eq!(error.field, path);
+            assert_eq!(error.to_string(), format!("invalid job payload: {expected}"));
+        }
+    }
+
+    #[test]
+    fn a_missing_required_field_is_named() {
+        for field in ["designId", "tenantId", "prompt", "baseTextureUrl"] {
+            let error = rejected(|v| drop(v.as_object_mut().unwrap().remove(field)));
+            assert_eq!(error.field, field);
+            assert!(error.rule.starts_with("is missing; it must be a"), "{error}");
+        }
+    }
+
+    /// JavaScript producers send `null` for "none"; in an optional field it means absent.
+    #[test]
+    fn null_in_an_optional_field_means_absent() {
+        let mut value = payload();
+        value["userId"] = serde_json::Value::Null;
+        value["maskUrl"] = serde_json::Value::Null;
+        value["renderOptions"] = serde_json::json!({
+            "size": null, "quality": null, "generateNormalMap": null, "generateRoughnessMap": null
+        });
+        let request = parse(&value).expect("nulls in optional fields are accepted");
+        assert!(request.user_id.is_none() && request.mask.is_none());
+        assert_eq!(request.options, RenderOptions::default());
+        value["renderOptions"] = serde_json::Value::Null;
+        assert_eq!(
+            parse(&value).expect("null renderOptions").options,
+            RenderOptions::default()
+        );
+    }
+
+    #[test]
+    fn a_payload_that_is_not_an_object_names_the_whole_payload() {
+        let error = RenderRequest::from_value(&serde_json::json!(["not", "an", "object"])).unwrap_err();
+        assert_eq!(error.field, WHOLE_PAYLOAD);
+        assert_eq!(error.rule, "must be a JSON object (the job payload), got an array");
+        let error = RenderRequest::from_value(&serde_json::Value::Null).unwrap_err();
+        assert_eq!(error.rule, "must be a JSON object (the job payload), got null");
+    }
+
+    fn raw_rejection(bytes: &[u8]) -> PayloadError {
+        match RenderRequest::from_json(bytes) {
+            Err(error) => error,
+            Ok(request) => panic!("raw payload unexpectedly accepted: {request:?}"),
+        }
+    }
+
+    /// Data that is not UTF-8 is refused, never repaired with U+FFFD.
+    #[test]
+    fn bytes_that_are_not_utf8_are_refused_with_their_position() {
+        let mut bytes = payload().to_string().into_bytes();
+        let at = bytes.windows(9).position(|w| w == b"landscape").unwrap();
+        bytes[at] = 0xFF;
+        let error = raw_rejection(&bytes);
+        assert_eq!(error.field, WHOLE_PAYLOAD);
+        assert_eq!(
+            error.rule,
+            format!(
+                "is not valid UTF-8: byte 0xFF does not belong to a UTF-8 sequence at line 1 column {} (byte offset {at})",
+                at + 1
+            )
+        );
+        let error = raw_rejection(b"{\"designId\": \"d\xC3");
+        assert!(
+            error.rule.contains("ends inside a multi-byte UTF-8 sequence"),
+            "{error}"
+        );
+    }
+
+    /// Text that is not JSON says where and why.
+    #[test]
+    fn text_that_is_not_json_says_where_and_why() {
+        let with_bom = [b"\xEF\xBB\xBF".as_slice(), payload().to_string().as_bytes()].concat();
+        assert_eq!(
+            raw_rejection(&with_bom).rule,
+            "starts with a byte-order mark (U+FEFF); send UTF-8 JSON without a BOM"
+        );
+        assert_eq!(
+            raw_rejection(br#"{"designId": "d\ud800", "tenantId": "t"}"#).rule,
+            "has a lone UTF-16 surrogate escape (like \"\\ud800\"), which is not a Unicode character at line 1 column 22"
+        );
+        assert_eq!(
+            raw_rejection(b"{\n  \"designId\": 1e400\n}").rule,
+            "has a number out of range (too large for a 64-bit float) at line 2 column 19"
+        );
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(
+            raw_rejection(deep.as_bytes())
+                .rule
+                .starts_with("is nested too deeply (more than 128 levels of arrays or objects) at line 1 column 12"),
+        );
+        assert_eq!(
+            raw_rejection(br#"{"designId": "d",}"#).rule,
+            "is not valid JSON (trailing comma) at line 1 column 18"
+        );
+        assert_eq!(
+            raw_rejection(br#"{"designId": "d""#).rule,
+            "ends before the JSON value is complete (EOF while parsing an object) at line 1 column 16"
+        );
+        assert_eq!(raw_rejection(b"  ").rule, "is empty; expected a JSON object");
+    }
+
+    /// `userId` is free text carried into events, unlike the strict ids.
+    #[test]
+    fn user_ids_are_loose_text_without_control_characters() {
+        for good in ["ana@example.com", "Ana María López", "user-123", &"u".repeat(256)] {
+            assert_eq!(UserId::parse(good).map(|u| u.as_str().to_owned()), Ok(good.to_owned()));
+        }
+        assert_eq!(UserId::parse(""), Err("must not be empty".to_owned()));
+        assert_eq!(
+            UserId::parse(&"u".repeat(257)),
+            Err("must be at most 256 characters".to_owned())
+        );
+        for bad in [
+            "ana\nINFO forged line",
+            "a\u{1b}[31m",
+            "a\u{7f}",
+            "a\u{85}",
+            "a\u{202e}b",
+            "a\u{2028}",
+        ] {
+            assert!(
+                UserId::parse(bad).is_err_and(|rule| rule.starts_with("must not contain control characters")),
+                "{bad:?}"
+            );
+        }
+        // The strict ids keep their rule.
+        assert!(DesignId::parse("ana@example.com").is_err());
+        assert!(TenantId::parse("a b").is_err());
+        let request = parse(&{
+            let mut value = payload();
+            value["userId"] = "ana@example.com".into();
+            value
+        })
+        .unwrap();
+        assert_eq!(format!("{:?}", request.user_id), "Some(UserId(\"ana@example.com\"))");
     }
 
     #[test]

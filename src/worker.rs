@@ -19,12 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use serde::Deserialize as _;
 use tracing::Instrument;
 
 use crate::events::{EventError, EventSink, EventSubject, RenderEvent};
 use crate::failure::{JobError, settle};
-use crate::job::{JobPayload, PayloadError, RenderRequest, TenantId};
+use crate::job::{JobData, PayloadError, RenderRequest, TenantId};
 use crate::pipeline::{Disposition, Pipeline, Progress, RenderError, Stop};
 use crate::tenancy::TenantLimiter;
 
@@ -41,7 +40,7 @@ pub struct Delivery {
     /// Attempts the producer allowed (BullMQ's `opts.attempts`, at least 1).
     pub attempts_allowed: u32,
     /// The job's data, not yet validated.
-    pub payload: serde_json::Value,
+    pub payload: JobData,
 }
 
 /// How one delivery ends, for the queue adapter to carry out.
@@ -228,13 +227,10 @@ impl RenderWorker {
     }
 }
 
-/// The delivery's payload as a validated request. A payload that does not decode is permanent.
-fn parse_request(payload: &serde_json::Value) -> Result<RenderRequest, PayloadError> {
-    let payload = JobPayload::deserialize(payload).map_err(|error| PayloadError {
-        field: "payload",
-        rule: format!("is not a valid job object: {error}"),
-    })?;
-    RenderRequest::parse(payload)
+/// The delivery's payload as a validated request; the error names the field by its JSON path.
+/// A payload that does not validate is permanent.
+pub fn parse_request(payload: &JobData) -> Result<RenderRequest, PayloadError> {
+    RenderRequest::from_data(payload)
 }
 
 fn subject(delivery: &Delivery, request: &RenderRequest) -> EventSubject {
@@ -242,25 +238,24 @@ fn subject(delivery: &Delivery, request: &RenderRequest) -> EventSubject {
         job_id: delivery.job_id.clone(),
         design_id: request.design_id.to_string(),
         tenant_id: request.tenant_id.to_string(),
-        user_id: request.user_id.as_ref().map(ToString::to_string),
+        user_id: request.user_id.as_ref().map(|user| user.as_str().to_owned()),
         attempts_made: delivery.attempt,
     }
 }
 
 /// Best-effort subject of a payload that did not validate.
 fn raw_subject(delivery: &Delivery) -> EventSubject {
-    let field = |name: &str| {
+    let field = |name: &str, limit: usize| {
         delivery
             .payload
-            .get(name)
-            .and_then(serde_json::Value::as_str)
-            .map(|text| text.chars().take(crate::job::MAX_ID_LEN).collect::<String>())
+            .text_member(name)
+            .map(|text| text.chars().take(limit).collect::<String>())
     };
     EventSubject {
         job_id: delivery.job_id.clone(),
-        design_id: field("designId").unwrap_or_default(),
-        tenant_id: field("tenantId").unwrap_or_default(),
-        user_id: field("userId"),
+        design_id: field("designId", crate::job::MAX_ID_LEN).unwrap_or_default(),
+        tenant_id: field("tenantId", crate::job::MAX_ID_LEN).unwrap_or_default(),
+        user_id: field("userId", crate::job::MAX_USER_ID_CHARS),
         attempts_made: delivery.attempt,
     }
 }
@@ -390,11 +385,14 @@ mod tests {
 
     #[test]
     fn a_payload_that_is_not_a_job_object_names_the_payload() {
-        let error = parse_request(&serde_json::json!(["not", "an", "object"])).unwrap_err();
+        let error = parse_request(&serde_json::json!(["not", "an", "object"]).into()).unwrap_err();
         assert_eq!(error.field, "payload");
-        let error = parse_request(&serde_json::json!({
-            "designId": "d1", "prompt": "", "baseTextureUrl": "https://a.example/b.png", "tenantId": "t1"
-        }))
+        let error = parse_request(
+            &serde_json::json!({
+                "designId": "d1", "prompt": "", "baseTextureUrl": "https://a.example/b.png", "tenantId": "t1"
+            })
+            .into(),
+        )
         .unwrap_err();
         assert_eq!(error.field, "prompt");
     }

@@ -47,14 +47,31 @@ pub enum PrivateHostPolicy {
     Deny,
     /// `ALLOW_PRIVATE_ASSET_HOSTS=true`: anything goes (development only).
     AllowAll,
-    /// A comma-separated list of host names, IP addresses or CIDR blocks.
+    /// A comma-separated list of host names, IP addresses or CIDR blocks, each optionally
+    /// with a port.
     Allow(Vec<AllowedHost>),
 }
 
+/// One entry of the allow-list. `port: None` allows every port of the host; `Some(port)` only
+/// that one, so a development allow-list can open one asset server without opening every
+/// other service on the same host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AllowedHost {
-    Name(String),
-    Network { addr: IpAddr, prefix: u8 },
+    Name {
+        name: String,
+        port: Option<u16>,
+    },
+    Network {
+        addr: IpAddr,
+        prefix: u8,
+        port: Option<u16>,
+    },
+}
+
+/// Whether an entry's port allows a connection to `port`. An unknown port (`None`) is allowed
+/// only by entries without a port.
+fn port_matches(allowed: Option<u16>, port: Option<u16>) -> bool {
+    allowed.is_none() || allowed == port
 }
 
 /// Returns the reason an address must not be contacted, or `None` for a public address.
@@ -136,25 +153,41 @@ fn embedded_v4(addr: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 impl PrivateHostPolicy {
-    /// Whether a host name (as written in the URL) is explicitly allowed.
-    pub fn allows_name(&self, host: &str) -> bool {
+    /// Whether a host name (as written in the URL) is explicitly allowed on `port` (`None`:
+    /// the port is not known, so only entries without a port count).
+    pub fn allows_name(&self, host: &str, port: Option<u16>) -> bool {
         match self {
             Self::Deny => false,
             Self::AllowAll => true,
-            Self::Allow(hosts) => hosts
-                .iter()
-                .any(|h| matches!(h, AllowedHost::Name(name) if name.eq_ignore_ascii_case(host))),
+            Self::Allow(hosts) => hosts.iter().any(|h| {
+                matches!(h, AllowedHost::Name { name, port: allowed }
+                    if name.eq_ignore_ascii_case(host) && port_matches(*allowed, port))
+            }),
         }
     }
 
-    /// Whether an address is explicitly allowed.
-    pub fn allows_addr(&self, addr: IpAddr) -> bool {
+    /// Whether an address is explicitly allowed on `port` (`None` as for [`Self::allows_name`]).
+    pub fn allows_addr(&self, addr: IpAddr, port: Option<u16>) -> bool {
         match self {
             Self::Deny => false,
             Self::AllowAll => true,
             Self::Allow(hosts) => hosts.iter().any(|h| match h {
-                AllowedHost::Network { addr: network, prefix } => ip_in_network(addr, *network, *prefix),
-                AllowedHost::Name(_) => false,
+                AllowedHost::Network {
+                    addr: network,
+                    prefix,
+                    port: allowed,
+                } => ip_in_network(addr, *network, *prefix) && port_matches(*allowed, port),
+                AllowedHost::Name { .. } => false,
+            }),
+        }
+    }
+
+    /// Whether some entry is limited to a port, so a decision depends on the port connected to.
+    pub fn depends_on_port(&self) -> bool {
+        match self {
+            Self::Deny | Self::AllowAll => false,
+            Self::Allow(hosts) => hosts.iter().any(|h| match h {
+                AllowedHost::Name { port, .. } | AllowedHost::Network { port, .. } => port.is_some(),
             }),
         }
     }
@@ -268,28 +301,34 @@ mod tests {
         let network = |text: &str, prefix| AllowedHost::Network {
             addr: text.parse().expect("valid address"),
             prefix,
+            port: None,
         };
         let policy = PrivateHostPolicy::Allow(vec![
-            AllowedHost::Name("assets.internal".into()),
+            AllowedHost::Name {
+                name: "assets.internal".into(),
+                port: None,
+            },
             network("10.0.0.0", 8),
             network("fd00::", 16),
             network("192.168.1.7", 32),
         ]);
-        assert!(policy.allows_name("Assets.Internal"));
-        assert!(!policy.allows_name("10.0.0.1"), "addresses are not names");
-        assert!(policy.allows_addr("10.255.0.1".parse().unwrap()));
-        assert!(!policy.allows_addr("11.0.0.1".parse().unwrap()));
-        assert!(policy.allows_addr("fd00:1::2".parse().unwrap()));
-        assert!(!policy.allows_addr("fd01::2".parse().unwrap()));
-        assert!(policy.allows_addr("192.168.1.7".parse().unwrap()));
-        assert!(!policy.allows_addr("192.168.1.8".parse().unwrap()));
+        assert!(policy.allows_name("Assets.Internal", Some(80)));
+        assert!(!policy.allows_name("10.0.0.1", Some(80)), "addresses are not names");
+        assert!(policy.allows_addr("10.255.0.1".parse().unwrap(), Some(80)));
+        assert!(!policy.allows_addr("11.0.0.1".parse().unwrap(), Some(80)));
+        assert!(policy.allows_addr("fd00:1::2".parse().unwrap(), Some(80)));
+        assert!(!policy.allows_addr("fd01::2".parse().unwrap(), Some(80)));
+        assert!(policy.allows_addr("192.168.1.7".parse().unwrap(), Some(80)));
+        assert!(!policy.allows_addr("192.168.1.8".parse().unwrap(), Some(80)));
         assert!(
-            !policy.allows_addr("::ffff:10.0.0.1".parse().unwrap()),
+            !policy.allows_addr("::ffff:10.0.0.1".parse().unwrap(), Some(80)),
             "an IPv4 network does not match IPv6 spellings"
         );
-        assert!(PrivateHostPolicy::Allow(vec![network("0.0.0.0", 0)]).allows_addr("8.8.8.8".parse().unwrap()));
-        assert!(!PrivateHostPolicy::Deny.allows_name("localhost"));
-        assert!(!PrivateHostPolicy::default().allows_addr("127.0.0.1".parse().unwrap()));
-        assert!(PrivateHostPolicy::AllowAll.allows_addr("127.0.0.1".parse().unwrap()));
+        assert!(
+            PrivateHostPolicy::Allow(vec![network("0.0.0.0", 0)]).allows_addr("8.8.8.8".parse().unwrap(), Some(80))
+        );
+        assert!(!PrivateHostPolicy::Deny.allows_name("localhost", Some(80)));
+        assert!(!PrivateHostPolicy::default().allows_addr("127.0.0.1".parse().unwrap(), Some(80)));
+        assert!(PrivateHostPolicy::AllowAll.allows_addr("127.0.0.1".parse().unwrap(), Some(80)));
     }
 }

@@ -11,9 +11,15 @@
 //! `GuardedResolver`, which checks *every* resolved address and hands reqwest only checked
 //! ones (so the connection is made to an address that was checked), and each redirect's new
 //! URL is checked again. Which addresses are blocked is `guard.rs`' decision, not this file's.
+//!
+//! An allow-list entry may be limited to a port (`127.0.0.1:9000`). reqwest's resolver is told
+//! only the host name, so when the policy depends on the port each hop uses a client whose
+//! resolver was built for that hop's port: the address check always knows the port the
+//! connection will be made on.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -25,20 +31,53 @@ use crate::job::AssetRef;
 /// Downloads remote assets under the configured limits. Cloning shares the connection pool.
 #[derive(Clone)]
 pub struct HttpAssets {
+    /// The client of every hop when the private-host policy does not depend on the port.
     client: reqwest::Client,
+    /// When it does, one client per destination port, built on first use (bounded, see
+    /// [`MAX_CACHED_PORT_CLIENTS`]).
+    port_clients: Arc<Mutex<HashMap<u16, reqwest::Client>>>,
     limits: AssetLimits,
 }
 
+/// Port-specific clients kept for reuse; further ports get a client for the one download.
+const MAX_CACHED_PORT_CLIENTS: usize = 16;
+
 impl HttpAssets {
     pub fn new(limits: AssetLimits) -> Result<Self, reqwest::Error> {
-        let resolver = Arc::new(GuardedResolver {
-            policy: limits.private_hosts.clone(),
-        });
-        let client = crate::http::client_builder(limits.connect_timeout, limits.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(resolver)
-            .build()?;
-        Ok(Self { client, limits })
+        let client = build_client(&limits, None)?;
+        Ok(Self {
+            client,
+            port_clients: Arc::default(),
+            limits,
+        })
+    }
+
+    /// The client for a hop to `url`: the shared one, or one whose resolver checks addresses
+    /// for the URL's port.
+    fn client_for(&self, url: &url::Url, field: &'static str) -> Result<reqwest::Client, AssetError> {
+        if !self.limits.private_hosts.depends_on_port() {
+            return Ok(self.client.clone());
+        }
+        let Some(port) = url.port_or_known_default() else {
+            return Ok(self.client.clone());
+        };
+        // A poisoned lock only means another download panicked while inserting; the map is
+        // still a valid cache.
+        let mut clients = self
+            .port_clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(client) = clients.get(&port) {
+            return Ok(client.clone());
+        }
+        let client = build_client(&self.limits, Some(port)).map_err(|error| AssetError::Network {
+            field,
+            detail: error_chain(&error),
+        })?;
+        if clients.len() < MAX_CACHED_PORT_CLIENTS {
+            clients.insert(port, client.clone());
+        }
+        Ok(client)
     }
 
     pub fn limits(&self) -> &AssetLimits {
@@ -50,7 +89,7 @@ impl HttpAssets {
         loop {
             check_url(&url, &self.limits.private_hosts, field)?;
             let response = self
-                .client
+                .client_for(&url, field)?
                 .get(url.clone())
                 .send()
                 .await
@@ -135,14 +174,28 @@ impl AssetSource for HttpAssets {
     }
 }
 
-/// Refuses URLs whose host is an IP literal in a blocked range (host names are checked by the
-/// resolver, after DNS).
+/// A client that follows no redirects and resolves through the guard, which checks addresses
+/// for `port` (`None`: the policy does not depend on it).
+fn build_client(limits: &AssetLimits, port: Option<u16>) -> Result<reqwest::Client, reqwest::Error> {
+    let resolver = Arc::new(GuardedResolver {
+        policy: limits.private_hosts.clone(),
+        port,
+    });
+    crate::http::client_builder(limits.connect_timeout, limits.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(resolver)
+        .build()
+}
+
+/// Refuses URLs whose host is an IP literal in a blocked range, unless the policy allows it on
+/// the URL's port (host names are checked by the resolver, after DNS).
 fn check_url(url: &url::Url, policy: &PrivateHostPolicy, field: &'static str) -> Result<(), AssetError> {
+    let port = url.port_or_known_default();
     let ip = match url.host() {
         Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
         Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
         Some(url::Host::Domain(name)) => {
-            if policy.allows_name(name) {
+            if policy.allows_name(name, port) {
                 return Ok(());
             }
             // "localhost" never needs DNS to be dangerous.
@@ -163,9 +216,12 @@ fn check_url(url: &url::Url, policy: &PrivateHostPolicy, field: &'static str) ->
         }
     };
     match guard::classify(ip) {
-        Some(range) if !policy.allows_addr(ip) => Err(AssetError::Blocked {
+        Some(range) if !policy.allows_addr(ip, port) => Err(AssetError::Blocked {
             field,
-            host: ip.to_string(),
+            host: match port {
+                Some(port) => SocketAddr::new(ip, port).to_string(),
+                None => ip.to_string(),
+            },
             reason: range.describe(),
         }),
         _ => Ok(()),
@@ -216,13 +272,17 @@ struct ResolverRefusal {
 
 /// Resolves names with the system resolver and refuses the whole answer if any address in it is
 /// blocked: a name that resolves to both a public and a private address is treated as hostile.
+/// `port` is the port the client connects on (`None` for the shared client, used only when no
+/// allow-list entry names a port).
 struct GuardedResolver {
     policy: PrivateHostPolicy,
+    port: Option<u16>,
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let policy = self.policy.clone();
+        let port = self.port;
         let host = name.as_str().to_owned();
         Box::pin(async move {
             let lookup = tokio::time::timeout(Duration::from_secs(10), tokio::net::lookup_host((host.as_str(), 0)));
@@ -232,9 +292,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
                     format!("DNS lookup of `{host}` timed out").into()
                 })??
                 .collect();
-            if !policy.allows_name(&host) {
+            if !policy.allows_name(&host, port) {
                 for addr in &addrs {
-                    if let Some(range) = guard::classify(addr.ip()).filter(|_| !policy.allows_addr(addr.ip())) {
+                    if let Some(range) = guard::classify(addr.ip()).filter(|_| !policy.allows_addr(addr.ip(), port)) {
                         return Err(Box::new(ResolverRefusal {
                             host: host.clone(),
                             reason: range.describe(),
@@ -275,6 +335,7 @@ mod tests {
         let allow = PrivateHostPolicy::Allow(vec![crate::config::AllowedHost::Network {
             addr: "127.0.0.1".parse().unwrap(),
             prefix: 32,
+            port: None,
         }]);
         assert!(check_url(&url::Url::parse("http://127.0.0.1:9/a.png").unwrap(), &allow, "maskUrl").is_ok());
         assert!(check_url(&url::Url::parse("http://10.0.0.1/a.png").unwrap(), &allow, "maskUrl").is_err());
@@ -286,6 +347,7 @@ mod tests {
         use std::str::FromStr;
         let deny = GuardedResolver {
             policy: PrivateHostPolicy::Deny,
+            port: None,
         };
         let name = reqwest::dns::Name::from_str("localhost").expect("valid name");
         let refusal = match deny.resolve(name).await {
@@ -302,12 +364,15 @@ mod tests {
                 crate::config::AllowedHost::Network {
                     addr: "127.0.0.0".parse().unwrap(),
                     prefix: 8,
+                    port: None,
                 },
                 crate::config::AllowedHost::Network {
                     addr: "::1".parse().unwrap(),
                     prefix: 128,
+                    port: None,
                 },
             ]),
+            port: None,
         };
         let addrs: Vec<SocketAddr> = allow
             .resolve(reqwest::dns::Name::from_str("localhost").unwrap())
@@ -317,6 +382,48 @@ mod tests {
         assert!(
             !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()),
             "{addrs:?}"
+        );
+    }
+
+    /// An entry with a port lets the resolver pass loopback only for that port.
+    #[tokio::test]
+    async fn resolver_checks_port_specific_entries_for_its_port() {
+        use reqwest::dns::Resolve;
+        use std::str::FromStr;
+        let policy = PrivateHostPolicy::Allow(vec![
+            crate::config::AllowedHost::Network {
+                addr: "127.0.0.1".parse().unwrap(),
+                prefix: 32,
+                port: Some(9000),
+            },
+            crate::config::AllowedHost::Network {
+                addr: "::1".parse().unwrap(),
+                prefix: 128,
+                port: Some(9000),
+            },
+        ]);
+        for (port, allowed) in [(Some(9000), true), (Some(9001), false), (None, false)] {
+            let resolver = GuardedResolver {
+                policy: policy.clone(),
+                port,
+            };
+            let result = resolver
+                .resolve(reqwest::dns::Name::from_str("localhost").unwrap())
+                .await;
+            assert_eq!(result.is_ok(), allowed, "port {port:?}");
+        }
+        let url = url::Url::parse("http://127.0.0.1:9001/a.png").unwrap();
+        match check_url(&url, &policy, "baseTextureUrl") {
+            Err(AssetError::Blocked { host, .. }) => assert_eq!(host, "127.0.0.1:9001"),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            check_url(
+                &url::Url::parse("http://127.0.0.1:9000/a.png").unwrap(),
+                &policy,
+                "maskUrl"
+            )
+            .is_ok()
         );
     }
 

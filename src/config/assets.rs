@@ -80,10 +80,14 @@ impl PrivateHostPolicy {
 }
 
 impl AllowedHost {
+    /// One entry: a host name, an IP address (IPv6 in brackets when a port follows) or a CIDR
+    /// block, optionally followed by `:port` (`assets.internal:8080`, `127.0.0.1:9000`,
+    /// `[::1]:9000`, `10.0.0.0/8:8080`). Without a port every port of the host is allowed.
     fn parse(entry: &str) -> Result<Self, String> {
-        let (addr_text, prefix_text) = match entry.split_once('/') {
+        let (host, port) = split_port(entry)?;
+        let (addr_text, prefix_text) = match host.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (entry, None),
+            None => (host, None),
         };
         if let Ok(addr) = addr_text.trim_matches(['[', ']']).parse::<IpAddr>() {
             let max = if addr.is_ipv4() { 32 } else { 128 };
@@ -95,15 +99,50 @@ impl AllowedHost {
                     .filter(|p| *p <= max)
                     .ok_or_else(|| format!("has an invalid prefix length in `{entry}`"))?,
             };
-            return Ok(Self::Network { addr, prefix });
+            return Ok(Self::Network { addr, prefix, port });
         }
-        if prefix_text.is_some() || entry.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')) {
+        if prefix_text.is_some()
+            || host.is_empty()
+            || host.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        {
             return Err(format!(
-                "entry `{entry}` is neither a host name, an IP address nor a CIDR block"
+                "entry `{entry}` is neither a host name, an IP address nor a CIDR block (each optionally with `:port`)"
             ));
         }
-        Ok(Self::Name(entry.to_ascii_lowercase()))
+        Ok(Self::Name {
+            name: host.to_ascii_lowercase(),
+            port,
+        })
     }
+}
+
+/// Splits `host:port` or `[v6]:port`. A bare IPv6 address (two or more colons, no brackets)
+/// has no port.
+fn split_port(entry: &str) -> Result<(&str, Option<u16>), String> {
+    let (host, port_text) = if let Some(rest) = entry.strip_prefix('[') {
+        let close = rest
+            .find(']')
+            .ok_or_else(|| format!("entry `{entry}` has `[` without `]`"))?;
+        let after = &rest[close + 1..];
+        match after.strip_prefix(':') {
+            Some(port) => (&entry[..close + 2], Some(port)),
+            None => (entry, None),
+        }
+    } else if entry.matches(':').count() == 1 {
+        let (host, port) = entry.split_once(':').unwrap_or((entry, ""));
+        (host, Some(port))
+    } else {
+        (entry, None)
+    };
+    let port = port_text
+        .map(|text| {
+            text.parse::<u16>()
+                .ok()
+                .filter(|port| *port != 0)
+                .ok_or_else(|| format!("has an invalid port in `{entry}` (expected 1..=65535)"))
+        })
+        .transpose()?;
+    Ok((host, port))
 }
 
 #[cfg(test)]
@@ -113,14 +152,76 @@ mod tests {
     #[test]
     fn private_host_policy_parses_names_addresses_and_networks() {
         let policy = PrivateHostPolicy::parse("assets.internal, 127.0.0.1, 10.0.0.0/8, [::1]").unwrap();
-        assert!(policy.allows_name("ASSETS.internal"));
-        assert!(!policy.allows_name("other.internal"));
-        assert!(policy.allows_addr("127.0.0.1".parse().unwrap()));
-        assert!(!policy.allows_addr("127.0.0.2".parse().unwrap()));
-        assert!(policy.allows_addr("10.200.3.4".parse().unwrap()));
-        assert!(!policy.allows_addr("11.0.0.1".parse().unwrap()));
-        assert!(policy.allows_addr("::1".parse().unwrap()));
+        assert!(policy.allows_name("ASSETS.internal", Some(443)));
+        assert!(!policy.allows_name("other.internal", Some(443)));
+        assert!(policy.allows_addr("127.0.0.1".parse().unwrap(), Some(6379)));
+        assert!(!policy.allows_addr("127.0.0.2".parse().unwrap(), Some(80)));
+        assert!(policy.allows_addr("10.200.3.4".parse().unwrap(), None));
+        assert!(!policy.allows_addr("11.0.0.1".parse().unwrap(), Some(80)));
+        assert!(policy.allows_addr("::1".parse().unwrap(), Some(80)));
+        assert!(!policy.depends_on_port());
         assert_eq!(PrivateHostPolicy::parse("true").unwrap(), PrivateHostPolicy::AllowAll);
         assert_eq!(PrivateHostPolicy::parse("false").unwrap(), PrivateHostPolicy::Deny);
+    }
+
+    /// `host:port` entries open one port of a host, not all of them.
+    #[test]
+    fn private_host_entries_may_name_a_port() {
+        let policy =
+            PrivateHostPolicy::parse("assets.internal:8080, 127.0.0.1:9000, [::1]:9001, 10.0.0.0/8:81, [fd00::1]")
+                .unwrap();
+        let PrivateHostPolicy::Allow(entries) = &policy else {
+            panic!("{policy:?}");
+        };
+        assert_eq!(
+            entries,
+            &[
+                AllowedHost::Name {
+                    name: "assets.internal".into(),
+                    port: Some(8080)
+                },
+                AllowedHost::Network {
+                    addr: "127.0.0.1".parse().unwrap(),
+                    prefix: 32,
+                    port: Some(9000)
+                },
+                AllowedHost::Network {
+                    addr: "::1".parse().unwrap(),
+                    prefix: 128,
+                    port: Some(9001)
+                },
+                AllowedHost::Network {
+                    addr: "10.0.0.0".parse().unwrap(),
+                    prefix: 8,
+                    port: Some(81)
+                },
+                AllowedHost::Network {
+                    addr: "fd00::1".parse().unwrap(),
+                    prefix: 128,
+                    port: None
+                },
+            ]
+        );
+        assert!(policy.depends_on_port());
+        assert!(policy.allows_name("assets.internal", Some(8080)));
+        assert!(!policy.allows_name("assets.internal", Some(8081)));
+        assert!(!policy.allows_name("assets.internal", None));
+        assert!(policy.allows_addr("127.0.0.1".parse().unwrap(), Some(9000)));
+        assert!(!policy.allows_addr("127.0.0.1".parse().unwrap(), Some(6379)));
+        assert!(policy.allows_addr("::1".parse().unwrap(), Some(9001)));
+        assert!(!policy.allows_addr("::1".parse().unwrap(), Some(9000)));
+        assert!(policy.allows_addr("10.1.2.3".parse().unwrap(), Some(81)));
+        assert!(policy.allows_addr("fd00::1".parse().unwrap(), Some(5432)));
+        for bad in [
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            "assets:http",
+            "[::1]:x",
+            "[::1",
+            ":80",
+        ] {
+            let error = PrivateHostPolicy::parse(bad).unwrap_err();
+            assert!(error.contains(bad), "{bad}: {error}");
+        }
     }
 }

@@ -82,7 +82,7 @@ impl Config {
     }
 
     /// Builds a configuration from any variable lookup.
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars { lookup: &lookup };
         // The sections are parsed in this order, so with several bad variables the error names
         // the same one every time.

@@ -25,7 +25,7 @@ pub struct RedisConfig {
     pub cluster_nodes: Vec<String>,
 }
 
-/// Settings of the queue worker and the `enqueue` producer (issue 4).
+/// Settings of the queue worker and the `enqueue` producer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
     /// BullMQ queue name (`QUEUE_NAME`, default `design-render`).

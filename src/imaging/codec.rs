@@ -107,18 +107,41 @@ fn open_decoder(
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_dimension);
     decoder_limits.max_image_height = Some(limits.max_dimension);
-    // Backstop for decoders that allocate before we see the header: the output buffer in RGBA16
-    // plus generous room for the decoder's own state.
-    decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    decoder_limits.max_alloc = Some(allocation_backstop(limits));
     reader.limits(decoder_limits);
     reader.into_decoder().map_err(|error| match error {
-        image::ImageError::Limits(_) => DecodeError::TooWide {
-            width: 0,
-            height: 0,
-            limit: limits.max_dimension,
-        },
+        image::ImageError::Limits(refusal) => refused_by_limits(bytes, format, limits, &refusal),
         other => corrupt(other),
     })
+}
+
+/// Backstop for decoders that allocate before we see the header: the output buffer in RGBA16
+/// plus generous room for the decoder's own state.
+fn allocation_backstop(limits: DecodeLimits) -> u64 {
+    limits.max_pixels.saturating_mul(8).saturating_add(64 << 20)
+}
+
+/// The error for an image whose decoder refused it under our limits, naming the header's real
+/// dimensions: the header is read again with only the allocation backstop (no side limits),
+/// which still allocates no pixels.
+fn refused_by_limits(
+    bytes: &[u8],
+    format: SniffedFormat,
+    limits: DecodeLimits,
+    refusal: &image::error::LimitError,
+) -> DecodeError {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format.image_format());
+    let mut header_limits = image::Limits::no_limits();
+    header_limits.max_alloc = Some(allocation_backstop(limits));
+    reader.limits(header_limits);
+    match reader
+        .into_dimensions()
+        .map(|(width, height)| check_dimensions(width, height, limits))
+    {
+        Ok(Err(too_large)) => too_large,
+        // Within our limits, so the decoder refused something else (its own allocation).
+        Ok(Ok(())) | Err(_) => DecodeError::Corrupt(format!("needs more memory to decode than allowed ({refusal})")),
+    }
 }
 
 fn check_dimensions(width: u32, height: u32, limits: DecodeLimits) -> Result<(), DecodeError> {
@@ -284,6 +307,55 @@ mod tests {
         );
         // The header alone is fine, but there are no pixels: decoding must fail cleanly.
         assert!(matches!(decode_rgba(&fine, LIMITS), Err(DecodeError::Corrupt(_))));
+    }
+
+    /// A header over the limits is reported with its real size, never `0x0`.
+    #[test]
+    fn oversized_headers_report_their_real_dimensions() {
+        let png = png_header_only(60_000, 50_000);
+        let jpeg = jpeg_declaring(60_000, 50_000);
+        let webp = webp_lossless_header(16_000, 12_000);
+        for (name, bytes, width, height) in [
+            ("png", png, 60_000, 50_000),
+            ("jpeg", jpeg, 60_000, 50_000),
+            ("webp", webp, 16_000, 12_000),
+        ] {
+            for result in [probe(&bytes, LIMITS).map(drop), decode_rgba(&bytes, LIMITS).map(drop)] {
+                let error = result.expect_err(name);
+                assert_eq!(
+                    error.to_string(),
+                    format!("is {width}x{height}, larger than the limit of 4096 pixels per side"),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    /// A real 8x8 baseline JPEG whose SOF0 frame header is patched to declare another size.
+    fn jpeg_declaring(width: u16, height: u16) -> Vec<u8> {
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new(&mut jpeg)
+            .encode(&[128u8; 8 * 8 * 3], 8, 8, image::ExtendedColorType::Rgb8)
+            .expect("encode jpeg");
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("SOF0 marker");
+        // Marker (2), length (2), precision (1), then height and width, big-endian.
+        jpeg[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+        jpeg
+    }
+
+    /// A lossless WebP (VP8L) header declaring the given size (at most 16384 per side).
+    fn webp_lossless_header(width: u32, height: u32) -> Vec<u8> {
+        let bits = (width - 1) | ((height - 1) << 14);
+        let mut chunk = vec![0x2F];
+        chunk.extend_from_slice(&bits.to_le_bytes());
+        chunk.extend_from_slice(&[0; 5]);
+        let mut bytes = b"RIFF".to_vec();
+        bytes.extend_from_slice(&(4 + 8 + chunk.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(b"WEBPVP8L");
+        bytes.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&chunk);
+        bytes
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Drives a [`JobHandler`] from a BullMQ queue: each job becomes a [`Delivery`], and the
 //! handler's [`JobOutcome`] becomes the crate's return value, its retry or unrecoverable error,
 //! or a move back to `delayed` that does not count an attempt.
+//!
+//! The crate decodes a job's hash with `String::from_utf8_lossy` (invalid UTF-8 becomes U+FFFD)
+//! and its `data` with `serde_json::from_str(..).ok()`, falling back to `null`; it gives no
+//! access to the stored bytes. So when the decoded data is `null` or contains U+FFFD, the
+//! consumer reads the `data` field again as bytes (`HGET`) and hands those over, so the
+//! validation can refuse invalid UTF-8 and say why text is not JSON.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +14,13 @@ use std::time::Duration;
 use bullmq::worker::CancellationToken;
 use bullmq::{Job, Worker, WorkerOptions};
 
+use bullmq::redis_connection::AnyConnection;
+
 use super::QueueError;
-use super::connection::connection_options;
+use super::connection::{connection_options, redis_connection};
 use crate::config::{QueueConfig, RedisConfig};
 use crate::failure::JobError;
+use crate::job::JobData;
 use crate::worker::{Delivery, JobHandler, JobOutcome};
 
 /// Consumes the queue with `handler` until `shutdown` resolves, then stops fetching and gives
@@ -22,10 +31,16 @@ pub async fn serve(
     redis: &RedisConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), QueueError> {
+    let stored = StoredData {
+        connection: redis_connection(redis).await?,
+        key_prefix: format!("{}:{}:", queue.prefix, queue.name),
+    };
     let processor = move |job: Job, _cancel: CancellationToken| {
         let handler = Arc::clone(&handler);
+        let stored = stored.clone();
         async move {
-            let outcome = handler.handle(delivery_of(&job)).await;
+            let delivery = delivery_of(&job, &stored).await?;
+            let outcome = handler.handle(delivery).await;
             carry_out(&job, outcome).await
         }
     };
@@ -66,13 +81,63 @@ fn worker_options(queue: &QueueConfig, redis: &RedisConfig) -> WorkerOptions {
 }
 
 /// The job as the handler sees it. The crate retries while `attemptsMade + 1 < attempts`, so
-/// this run is attempt `attemptsMade + 1` of `attempts` (at least 1).
-fn delivery_of(job: &Job) -> Delivery {
-    Delivery {
+/// this run is attempt `attemptsMade + 1` of `attempts` (at least 1). Failing to read the stored
+/// data fails the attempt (transient: Redis trouble), never the job.
+async fn delivery_of(job: &Job, stored: &StoredData) -> Result<Delivery, bullmq::Error> {
+    let payload = if decoding_is_suspect(job.data()) {
+        match stored.read(job.id()).await {
+            Ok(Some(bytes)) => JobData::Raw(bytes),
+            Ok(None) => JobData::Json(job.data().clone()),
+            Err(error) => {
+                return Err(bullmq::Error::ProcessingError(format!(
+                    "could not read the data of job {} from Redis: {error} [queue_unavailable]",
+                    job.id()
+                )));
+            }
+        }
+    } else {
+        JobData::Json(job.data().clone())
+    };
+    Ok(Delivery {
         job_id: job.id().to_owned(),
         attempt: job.attempts_made() + 1,
         attempts_allowed: job.opts().attempts.unwrap_or(1).max(1),
-        payload: job.data().clone(),
+        payload,
+    })
+}
+
+/// Whether the crate's decoding may have hidden a problem: `null` is what it makes of data that
+/// is not JSON, and U+FFFD what it makes of bytes that are not UTF-8 (a genuine U+FFFD costs
+/// one extra read).
+fn decoding_is_suspect(data: &serde_json::Value) -> bool {
+    fn has_replacement(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\u{FFFD}'),
+            serde_json::Value::Array(items) => items.iter().any(has_replacement),
+            serde_json::Value::Object(members) => members
+                .iter()
+                .any(|(key, value)| key.contains('\u{FFFD}') || has_replacement(value)),
+            _ => false,
+        }
+    }
+    data.is_null() || has_replacement(data)
+}
+
+/// Reads a job's `data` field as stored: `<prefix>:<queue>:<job id>`, field `data`.
+#[derive(Clone)]
+struct StoredData {
+    connection: AnyConnection,
+    key_prefix: String,
+}
+
+impl StoredData {
+    async fn read(&self, job_id: &str) -> redis::RedisResult<Option<Vec<u8>>> {
+        let mut connection = self.connection.clone();
+        redis::cmd("HGET")
+            .arg(format!("{}{job_id}", self.key_prefix))
+            .arg("data")
+            .query_async(&mut connection)
+            .await
     }
 }
 
@@ -112,9 +177,22 @@ mod tests {
     use crate::pipeline::RenderError;
 
     #[test]
+    fn null_and_replacement_characters_make_the_decoded_data_suspect() {
+        assert!(decoding_is_suspect(&serde_json::Value::Null));
+        assert!(decoding_is_suspect(&serde_json::json!({"designId": "d\u{FFFD}"})));
+        assert!(decoding_is_suspect(
+            &serde_json::json!({"renderOptions": {"size": ["\u{FFFD}"]}})
+        ));
+        assert!(decoding_is_suspect(&serde_json::json!({"k\u{FFFD}": 1})));
+        assert!(!decoding_is_suspect(
+            &serde_json::json!({"designId": "d1", "maskUrl": null})
+        ));
+    }
+
+    #[test]
     fn permanent_errors_are_unrecoverable_and_transient_ones_retry() {
         let permanent = JobError::Render(RenderError::Payload(PayloadError {
-            field: "prompt",
+            field: "prompt".into(),
             rule: "must not be empty".into(),
         }));
         match to_bullmq_error(&permanent) {

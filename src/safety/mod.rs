@@ -24,14 +24,23 @@
 //! 2. Unicode NFKC (fullwidth and other compatibility forms become plain characters), then
 //!    step 1 again.
 //! 3. Collapse every whitespace run into one space and trim. Nothing left: [`PromptRejection::Empty`].
-//! 4. Redact PII, in this order: e-mail addresses → `[email]`, Luhn-valid card numbers of 13–19
+//! 4. Redact PII, in this order: e-mail addresses → `[email]`; IBANs (country code, check
+//!    digits and 11–30 letters or digits, compact or in space-separated groups, valid by the
+//!    ISO 13616 mod-97 check) → `[iban]`; national id numbers → `[national-id]`: US SSN
+//!    `123-45-6789` (dashes only; not area 000, 666 or 9xx, group 00 or serial 0000), UK
+//!    National Insurance number `AB123456C` or `AB 12 34 56 C` (issued prefixes only), French
+//!    NIR of 13 characters and a valid 2-digit key, compact or spaced (`1 84 12 76 451 089 46`,
+//!    Corsican `2A`/`2B` included); Luhn-valid card numbers of 13–19
 //!    digits (unbroken, or in groups of 4–6 joined by single spaces or dashes, not after a `+`)
-//!    → `[card]`, phone numbers → `[phone]`.
+//!    → `[card]`; phone numbers → `[phone]`. Each is replaced whole, so no part of one is left
+//!    for a later pattern.
 //!    A phone number has 9–15 digits (17 after a `00` prefix) and a phone-like shape:
 //!    `+` or `00` international prefix, a parenthesised area code, a national trunk `0`
 //!    (`020 7946 0958`, `06 12 34 56 78`), `555-123-4567` / `555 123 4567`, or groups of 2–4
 //!    digits joined by `-` or `.`. Plain numbers such as `2048x2048`, years, `1999 2000 2001`
 //!    and digit runs without a prefix are left alone, and so are Luhn-invalid card-like runs.
+//!    Digits inside URLs (with a scheme, `www.`, or a domain followed by a path) and IPv4
+//!    addresses with an optional port are never taken as phone numbers.
 //! 5. Blocklist check on the whole redacted text ([`PromptRejection::Blocked`]).
 //! 6. Prompt-injection phrases are collected into [`Sanitized::injection_flags`]; they do not
 //!    block.

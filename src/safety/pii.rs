@@ -1,8 +1,10 @@
 //! Step 4 of [`sanitize`](super::sanitize): PII redaction.
 //!
-//! This file owns what counts as an e-mail address, a card number (Luhn-valid, card-shaped)
-//! and a phone number, and the placeholders that replace them. The shapes are described in
-//! the module docs of `safety`. It never logs or returns the redacted values.
+//! This file owns what counts as an e-mail address, an IBAN (ISO 13616 mod-97 valid), a
+//! national id number (US SSN, UK National Insurance number, French NIR with its key), a card
+//! number (Luhn-valid, card-shaped) and a phone number, and the placeholders that replace them.
+//! The shapes are described in the module docs of `safety`. It never logs or returns the
+//! redacted values.
 
 use std::sync::LazyLock;
 
@@ -16,6 +18,8 @@ pub enum RedactionKind {
     Email,
     Phone,
     CardNumber,
+    Iban,
+    NationalId,
 }
 
 impl RedactionKind {
@@ -25,11 +29,13 @@ impl RedactionKind {
             RedactionKind::Email => "[email]",
             RedactionKind::Phone => "[phone]",
             RedactionKind::CardNumber => "[card]",
+            RedactionKind::Iban => "[iban]",
+            RedactionKind::NationalId => "[national-id]",
         }
     }
 }
 
-pub(super) const PLACEHOLDERS: [&str; 3] = ["[email]", "[phone]", "[card]"];
+pub(super) const PLACEHOLDERS: [&str; 5] = ["[email]", "[phone]", "[card]", "[iban]", "[national-id]"];
 
 /// E-mail addresses; Unicode letters are allowed because NFKC output may contain them.
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
@@ -59,10 +65,169 @@ static PHONE_EXACT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!("^(?:{PHONE_SHAPES})$")).expect("anchored phone pattern compiles")
 });
 
+/// IBAN candidates: a country code, two check digits, then letters and digits, optionally in
+/// space-separated groups (`FR76 3000 6000 0112 3456 7890 189`). Length and the mod-97 check
+/// are verified in code, trailing groups dropped until they pass.
+static IBAN: LazyLock<Regex> = LazyLock::new(|| {
+    // A constant pattern; a typo fails every test, so the expect cannot fire in a released build.
+    Regex::new(r"\b[A-Z]{2}[0-9]{2}(?:\ ?[A-Z0-9]){11,40}").expect("IBAN pattern compiles")
+});
+
+/// National id numbers; check digits and reserved ranges are verified in code.
+/// - US Social Security number, `123-45-6789` (with dashes only: `512 64 1024` is a size).
+/// - UK National Insurance number, `AB123456C` or `AB 12 34 56 C` (prefix letters as issued).
+/// - French NIR (numéro de sécurité sociale), 13 characters and a 2-digit key, compact or
+///   spaced as printed (`1 84 12 76 451 089 46`); Corsican departments `2A`/`2B` included.
+static NATIONAL_ID: LazyLock<Regex> = LazyLock::new(|| {
+    // A constant pattern; a typo fails every test, so the expect cannot fire in a released build.
+    Regex::new(
+        r"(?x)
+          \b(?P<ssn>[0-9]{3}-[0-9]{2}-[0-9]{4})\b
+        | \b(?P<nino>[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]\ ?[0-9]{2}\ ?[0-9]{2}\ ?[0-9]{2}\ ?[A-D])\b
+        | \b(?P<nir>[1-478]\ ?[0-9]{2}\ ?[0-9]{2}\ ?(?:[0-9]{2}|2[AB])\ ?[0-9]{3}\ ?[0-9]{3}\ ?[0-9]{2})\b
+        ",
+    )
+    .expect("national id pattern compiles")
+});
+
+/// Text the phone pattern must not rewrite: URLs (with a scheme, `www.`, or a domain followed by
+/// a path) and IPv4 addresses with an optional port. Their digit runs are paths, ids and
+/// octets, not phone numbers.
+static NOT_A_PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    // A constant pattern; a typo fails every test, so the expect cannot fire in a released build.
+    Regex::new(
+        r#"(?xi)
+          \b[a-z][a-z0-9+.\-]*://[^\s<>"']+
+        | \bwww\.[^\s<>"']+
+        | \b[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}/[^\s<>"']*
+        | \b[0-9]{1,3}(?:\.[0-9]{1,3}){3}(?::[0-9]{1,5})?\b
+        "#,
+    )
+    .expect("URL and IP pattern compiles")
+});
+
 pub(super) fn redact(text: &str, redactions: &mut Vec<RedactionKind>) -> String {
     let without_emails = redact_emails(text, redactions);
-    let without_cards = redact_cards(&without_emails, redactions);
+    let without_ibans = redact_ibans(&without_emails, redactions);
+    let without_ids = redact_national_ids(&without_ibans, redactions);
+    let without_cards = redact_cards(&without_ids, redactions);
     redact_phones(&without_cards, redactions)
+}
+
+/// Redacts every IBAN as a whole. A candidate that fails the check is shortened group by group
+/// from the right (an IBAN followed by an unrelated code); if no prefix passes, the search
+/// resumes one character later so an IBAN the candidate overlapped is still found.
+fn redact_ibans(text: &str, redactions: &mut Vec<RedactionKind>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut copied_up_to = 0;
+    let mut search_from = 0;
+    while search_from < text.len() {
+        let Some(found) = IBAN.find_at(text, search_from) else {
+            break;
+        };
+        match longest_iban(found.as_str()).map(|length| found.start() + length) {
+            Some(end) if !text[end..].starts_with(|c: char| c.is_alphanumeric()) => {
+                out.push_str(&text[copied_up_to..found.start()]);
+                out.push_str(RedactionKind::Iban.placeholder());
+                redactions.push(RedactionKind::Iban);
+                copied_up_to = end;
+                search_from = end;
+            }
+            // The pattern starts with an ASCII letter, so start + 1 is a char boundary.
+            _ => search_from = found.start() + 1,
+        }
+    }
+    out.push_str(&text[copied_up_to..]);
+    out
+}
+
+/// The byte length of the longest prefix of `candidate` (ending at a group end) that is a
+/// valid IBAN.
+fn longest_iban(candidate: &str) -> Option<usize> {
+    let mut end = candidate.len();
+    loop {
+        let prefix = &candidate[..end];
+        if iban_valid(prefix) {
+            return Some(end);
+        }
+        end = prefix.rfind(' ')?;
+    }
+}
+
+/// ISO 13616: 15–34 characters, and the number formed by moving the first four characters to
+/// the end and reading letters as 10–35 is 1 modulo 97.
+fn iban_valid(text: &str) -> bool {
+    let compact: Vec<char> = text.chars().filter(|c| *c != ' ').collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let mut remainder: u32 = 0;
+    for c in compact[4..].iter().chain(&compact[..4]) {
+        let Some(value) = c.to_digit(36) else {
+            return false;
+        };
+        remainder = if value < 10 {
+            (remainder * 10 + value) % 97
+        } else {
+            (remainder * 100 + value) % 97
+        };
+    }
+    remainder == 1
+}
+
+fn redact_national_ids(text: &str, redactions: &mut Vec<RedactionKind>) -> String {
+    let mut count = 0;
+    let replaced = NATIONAL_ID.replace_all(text, |captures: &regex::Captures<'_>| {
+        let whole = &captures[0];
+        let valid = if let Some(ssn) = captures.name("ssn") {
+            ssn_valid(ssn.as_str())
+        } else if let Some(nino) = captures.name("nino") {
+            nino_valid(nino.as_str())
+        } else {
+            captures.name("nir").is_some_and(|nir| nir_valid(nir.as_str()))
+        };
+        if valid {
+            count += 1;
+            RedactionKind::NationalId.placeholder().to_owned()
+        } else {
+            whole.to_owned()
+        }
+    });
+    redactions.extend(std::iter::repeat_n(RedactionKind::NationalId, count));
+    replaced.into_owned()
+}
+
+/// SSA rules: the area is not 000, 666 or 900–999, the group not 00, the serial not 0000.
+fn ssn_valid(text: &str) -> bool {
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+    let (area, rest) = digits.split_at(3);
+    let (group, serial) = rest.split_at(2);
+    area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000"
+}
+
+/// HMRC never issues the prefixes BG, GB, KN, NK, NT, TN and ZZ.
+fn nino_valid(text: &str) -> bool {
+    !["BG", "GB", "KN", "NK", "NT", "TN", "ZZ"]
+        .iter()
+        .any(|prefix| text.starts_with(prefix))
+}
+
+/// The key is 97 minus the 13-character number modulo 97, with Corsica's `2A` and `2B` read as
+/// the number minus 1,000,000 and minus 2,000,000.
+fn nir_valid(text: &str) -> bool {
+    let compact: String = text.chars().filter(|c| *c != ' ').collect();
+    let (body, key) = compact.split_at(13);
+    let (digits, correction) = if body.contains('A') {
+        (body.replace('A', "0"), 1_000_000)
+    } else if body.contains('B') {
+        (body.replace('B', "0"), 2_000_000)
+    } else {
+        (body.to_owned(), 0)
+    };
+    let (Ok(number), Ok(key)) = (digits.parse::<u64>(), key.parse::<u64>()) else {
+        return false;
+    };
+    number >= correction && key == 97 - (number - correction) % 97
 }
 
 fn redact_emails(text: &str, redactions: &mut Vec<RedactionKind>) -> String {
@@ -173,6 +338,10 @@ fn luhn_valid(digits: &[u8]) -> bool {
 }
 
 fn redact_phones(text: &str, redactions: &mut Vec<RedactionKind>) -> String {
+    let protected: Vec<(usize, usize)> = NOT_A_PHONE
+        .find_iter(text)
+        .map(|span| (span.start(), span.end()))
+        .collect();
     let mut out = String::with_capacity(text.len());
     let mut copied_up_to = 0;
     let mut search_from = 0;
@@ -180,6 +349,19 @@ fn redact_phones(text: &str, redactions: &mut Vec<RedactionKind>) -> String {
         let Some(found) = PHONE.find_at(text, search_from) else {
             break;
         };
+        if let Some(&(span_start, span_end)) = protected
+            .iter()
+            .find(|&&(start, end)| start < found.end() && found.start() < end)
+        {
+            // Inside a URL or an IP address: resume after it. A candidate that only runs into
+            // one resumes one byte later (phone shapes start with an ASCII byte).
+            search_from = if span_start <= found.start() {
+                span_end
+            } else {
+                found.start() + 1
+            };
+            continue;
+        }
         match accepted_phone_end(text, found.start(), found.end()) {
             Some(end) => {
                 out.push_str(&text[copied_up_to..found.start()]);
@@ -353,6 +535,79 @@ mod tests {
         assert_eq!(ok(&spaced).prompt.char_count(), 31_999);
         let solid = "0".repeat(32_000);
         assert_eq!(ok(&solid).prompt.as_str(), solid);
+    }
+
+    /// An IBAN is redacted as a whole, never half (`FR76 3000 6000 [phone]`).
+    #[test]
+    fn redacts_mod97_valid_ibans_as_wholes() {
+        let ibans = [
+            "FR76 3000 6000 0112 3456 7890 189",
+            "FR7630006000011234567890189",
+            "DE89 3704 0044 0532 0130 00",
+            "GB82 WEST 1234 5698 7654 32",
+            "NL91ABNA0417164300",
+        ];
+        for iban in ibans {
+            let result = ok(&format!("pay to {iban} today"));
+            assert_eq!(result.prompt.as_str(), "pay to [iban] today", "{iban}");
+            assert_eq!(result.redactions, vec![RedactionKind::Iban], "{iban}");
+        }
+        assert_eq!(
+            text("FR76 3000 6000 0112 3456 7890 189 ABCD 2048"),
+            "[iban] ABCD 2048",
+            "a trailing group that breaks the check is not part of the IBAN"
+        );
+        assert!(!super::iban_valid("FR77 3000 6000 0112 3456 7890 189"));
+        for plain in ["AB12 CDEF GHIJ KLMN OP", "RGBA8888 texture", "UV12 WRAP MODE ONLY NOW"] {
+            assert_eq!(text(plain), plain);
+        }
+    }
+
+    /// The documented national id formats are redacted whole, check rules included.
+    #[test]
+    fn redacts_national_id_numbers() {
+        let ids = [
+            "123-45-6789",
+            "AB123456C",
+            "AB 12 34 56 C",
+            "1 84 12 76 451 089 46",
+            "184127645108946",
+            "2 69 02 2A 000 000 15",
+        ];
+        for id in ids {
+            let result = ok(&format!("my id {id} thanks"));
+            assert_eq!(result.prompt.as_str(), "my id [national-id] thanks", "{id}");
+            assert_eq!(result.redactions, vec![RedactionKind::NationalId], "{id}");
+        }
+        for not_issued in ["GB123456C", "1 84 12 76 451 089 47", "900-12-3456"] {
+            assert!(!text(not_issued).contains("[national-id]"), "{not_issued}");
+        }
+        assert_eq!(text("tile 512 64 1024"), "tile 512 64 1024");
+    }
+
+    /// IP addresses and the digits of URLs are not phone numbers.
+    #[test]
+    fn phone_pattern_leaves_ip_addresses_and_urls_alone() {
+        let plain = [
+            "192.168.1.10",
+            "10.0.0.1:8080",
+            "host 192.168.100.200 port",
+            "https://example.com/item/12345678901",
+            "https://example.com/tel/020-7946-0958",
+            "http://10.0.0.1:8080/assets/0612345678.png",
+            "www.example.com/p/020.7946.0958",
+            "example.com/p/0612345678",
+        ];
+        for raw in plain {
+            let result = ok(raw);
+            assert_eq!(result.prompt.as_str(), raw, "{raw}");
+            assert!(result.redactions.is_empty(), "{raw}");
+        }
+        assert_eq!(
+            text("see https://example.com/item/42 or call 020 7946 0958"),
+            "see https://example.com/item/42 or call [phone]"
+        );
+        assert_eq!(text("192.168.1.10 then 555-123-4567"), "192.168.1.10 then [phone]");
     }
 
     #[test]

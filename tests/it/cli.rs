@@ -275,3 +275,34 @@ fn configuration_problems_exit_78_naming_what_to_change() {
         String::from_utf8_lossy(&unreachable.stderr)
     );
 }
+
+/// A `--job` file is validated by its bytes: a byte-order mark and a wrong JSON type
+/// are named, with exit code 1 and one line on stderr.
+#[test]
+fn job_file_problems_are_named_precisely() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = serde_json::json!({
+        "designId": "from-job-file", "prompt": "moss", "tenantId": "tenant-b",
+        "baseTextureUrl": project_file("examples/base.png").to_str().unwrap(),
+        "renderOptions": {"size": 2048}
+    });
+    let cases = [
+        (
+            [b"\xEF\xBB\xBF".as_slice(), b"{}"].concat(),
+            "invalid job payload: `payload` starts with a byte-order mark (U+FEFF); send UTF-8 JSON without a BOM",
+        ),
+        (
+            job.to_string().into_bytes(),
+            "invalid job payload: `renderOptions.size` must be a string like \"2048x2048\", got a number",
+        ),
+    ];
+    for (bytes, message) in cases {
+        let job_path = dir.path().join("job.json");
+        std::fs::write(&job_path, bytes).unwrap();
+        let output = render(dir.path(), &["--job", job_path.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8(output.stderr).expect("utf-8");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(message), "{stderr}");
+    }
+}

@@ -283,3 +283,61 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// `ALLOW_PRIVATE_ASSET_HOSTS=127.0.0.1:<port>` opens that asset server only; another
+/// service on the same host is refused as `asset_refused` before any connection is made.
+#[tokio::test]
+async fn a_host_port_entry_opens_only_that_port() {
+    let allowed = MockServer::start().await;
+    serve(
+        &allowed,
+        "/base.png",
+        ResponseTemplate::new(200).set_body_bytes(helpers::gradient_png(8, 8)),
+    )
+    .await;
+    // The other local service: a bare listener, so a connection attempt would be seen as a
+    // pending accept.
+    let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other_port = other.local_addr().unwrap().port();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = design_render::config::Config::for_tests(dir.path());
+    config.assets.private_hosts = design_render::config::Config::from_lookup(|name| {
+        (name == "ALLOW_PRIVATE_ASSET_HOSTS").then(|| format!("127.0.0.1:{}", allowed.address().port()))
+    })
+    .expect("the allow-list parses")
+    .assets
+    .private_hosts;
+    let loader = loader(&config);
+
+    let bytes = loader
+        .load(
+            &AssetRef::parse(&format!("{}/base.png", allowed.uri())).unwrap(),
+            AssetRole::BaseTexture,
+        )
+        .await
+        .expect("the allowed port downloads");
+    assert_eq!(bytes, helpers::gradient_png(8, 8));
+
+    let error = loader
+        .load(
+            &AssetRef::parse(&format!("http://127.0.0.1:{other_port}/base.png")).unwrap(),
+            AssetRole::BaseTexture,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        design_render::error_code::ErrorCode::AssetRefused,
+        "{error}"
+    );
+    assert!(
+        matches!(&error, AssetError::Blocked { field: "baseTextureUrl", host, .. } if *host == format!("127.0.0.1:{other_port}")),
+        "{error}"
+    );
+    // The refusal came before connecting: nothing is waiting to be accepted.
+    assert!(
+        futures_util::FutureExt::now_or_never(other.accept()).is_none(),
+        "the guard connected to the refused port"
+    );
+}

@@ -466,3 +466,129 @@ async fn second_signal_exits_at_once_and_leaves_the_job_to_stalled_recovery() {
     assert_eq!(run.schema.design(&run.design).await.status, DesignStatus::Processing);
     run.finish().await;
 }
+
+/// Records what the worker's validation makes of each delivery and fails the job with it.
+struct ValidationRecorder {
+    seen: tokio::sync::mpsc::UnboundedSender<(String, Result<String, String>)>,
+}
+
+#[async_trait::async_trait]
+impl design_render::worker::JobHandler for ValidationRecorder {
+    async fn handle(&self, delivery: design_render::worker::Delivery) -> design_render::worker::JobOutcome {
+        use design_render::failure::JobError;
+        use design_render::pipeline::RenderError;
+        let result = design_render::worker::parse_request(&delivery.payload);
+        let _ = self.seen.send((
+            delivery.job_id.clone(),
+            result
+                .as_ref()
+                .map(|r| r.design_id.to_string())
+                .map_err(ToString::to_string),
+        ));
+        match result {
+            Ok(_) => design_render::worker::JobOutcome::Completed(serde_json::Value::Null),
+            Err(error) => design_render::worker::JobOutcome::Abort(JobError::Render(RenderError::Payload(error))),
+        }
+    }
+}
+
+/// The crate decodes job data lossily and turns text that is not JSON into `null`;
+/// the consumer reads the stored bytes instead, so data that is not UTF-8 is refused (not
+/// repaired with U+FFFD) and text that is not JSON is refused saying where and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_data_that_is_not_utf8_or_not_json_is_refused_by_its_bytes() {
+    let setup = QueueSetup::new("raw-data");
+    let producer = Queue::with_options(&setup.queue, setup.queue_options())
+        .await
+        .expect("queue");
+    let valid = json!({
+        "designId": "raw-ok", "prompt": "p", "baseTextureUrl": "https://a.example/b.png", "tenantId": "t1"
+    });
+    let mut not_utf8 = valid.to_string().into_bytes();
+    let at = not_utf8.windows(6).position(|w| w == b"raw-ok").expect("design id") + 3;
+    not_utf8[at] = 0xFF;
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("valid", valid.to_string().into_bytes()),
+        ("not-utf8", not_utf8),
+        (
+            "lone-surrogate",
+            br#"{"designId": "d\ud800", "tenantId": "t1"}"#.to_vec(),
+        ),
+        (
+            "bom",
+            [b"\xEF\xBB\xBF".as_slice(), valid.to_string().as_bytes()].concat(),
+        ),
+    ];
+    let mut redis = redis::Client::open(REDIS_URL)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut names = std::collections::HashMap::new();
+    for (name, bytes) in &cases {
+        let job = producer.add("render", &valid).await.expect("add");
+        // Stored before any worker runs, as a producer that is not BullMQ's Node client could.
+        let _: () = redis::cmd("HSET")
+            .arg(format!("{}:{}:{}", setup.prefix, setup.queue, job.id()))
+            .arg("data")
+            .arg(bytes.as_slice())
+            .query_async(&mut redis)
+            .await
+            .expect("HSET data");
+        names.insert(job.id().to_owned(), *name);
+    }
+    producer.close().await;
+
+    let (seen, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = design_render::config::Config::for_tests(setup.dir.path());
+    config.queue.name = setup.queue.clone();
+    config.queue.prefix = setup.prefix.clone();
+    config.redis.url = Some(design_render::config::Secret::new(REDIS_URL));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(async move {
+        design_render::queue::serve(
+            std::sync::Arc::new(ValidationRecorder { seen }),
+            &config.queue,
+            &config.redis,
+            async {
+                let _ = stopped.await;
+            },
+        )
+        .await
+    });
+    let mut outcomes = std::collections::HashMap::new();
+    while outcomes.len() < cases.len() {
+        let (job_id, result) = tokio::time::timeout(DEADLINE, results.recv())
+            .await
+            .expect("every job is delivered")
+            .expect("the worker is running");
+        outcomes.insert(names[job_id.as_str()], result);
+    }
+    let _ = stop.send(());
+    worker.await.expect("worker task").expect("worker stops cleanly");
+
+    assert_eq!(outcomes["valid"], Ok("raw-ok".to_owned()));
+    assert_eq!(
+        outcomes["not-utf8"],
+        Err(format!(
+            "invalid job payload: `payload` is not valid UTF-8: byte 0xFF does not belong to a UTF-8 sequence \
+             at line 1 column {} (byte offset {at})",
+            at + 1
+        ))
+    );
+    assert_eq!(
+        outcomes["lone-surrogate"],
+        Err(
+            "invalid job payload: `payload` has a lone UTF-16 surrogate escape (like \"\\ud800\"), which is not a \
+             Unicode character at line 1 column 22"
+                .to_owned()
+        )
+    );
+    assert_eq!(
+        outcomes["bom"],
+        Err(
+            "invalid job payload: `payload` starts with a byte-order mark (U+FEFF); send UTF-8 JSON without a BOM"
+                .to_owned()
+        )
+    );
+}

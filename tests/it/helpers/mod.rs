@@ -53,6 +53,7 @@ pub fn config_allowing_loopback(dir: &Path) -> Config {
     config.assets.private_hosts = PrivateHostPolicy::Allow(vec![AllowedHost::Network {
         addr: "127.0.0.1".parse().expect("address"),
         prefix: 32,
+        port: None,
     }]);
     config
 }

@@ -104,7 +104,7 @@ impl TestWorker {
                 job_id: job_id.to_owned(),
                 attempt,
                 attempts_allowed,
-                payload,
+                payload: payload.into(),
             })
             .await
     }

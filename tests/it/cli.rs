@@ -262,18 +262,6 @@ fn configuration_problems_exit_78_naming_what_to_change() {
         assert!(stderr.contains(named), "{env:?}: {stderr}");
         assert!(!stderr.contains("sk-test-key"), "{stderr}");
     }
-    // A database that cannot be reached yet is worth retrying: 75.
-    let unreachable = render_with(
-        dir.path(),
-        &args,
-        &[("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
-    );
-    assert_eq!(
-        unreachable.status.code(),
-        Some(75),
-        "{}",
-        String::from_utf8_lossy(&unreachable.stderr)
-    );
 }
 
 /// A `--job` file is validated by its bytes: a byte-order mark and a wrong JSON type

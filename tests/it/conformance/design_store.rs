@@ -2,8 +2,11 @@
 //!
 //! The port has no insert (the backend creates rows), so each adapter's fixture implements
 //! [`DesignStoreUnderTest::insert_pending`] its own way. Every test gets a store of its own: a
-//! fresh map, a fresh SQLite file or a fresh PostgreSQL schema.
+//! fresh map, a fresh SQLite file or a fresh PostgreSQL schema, created by the store's `auto`
+//! migrations with the test's tenant column (`DESIGN_TENANT_COLUMN`): `tenantId` unless the
+//! test names another, or none.
 
+use design_render::config::TenantColumn;
 use design_render::error_code::ErrorCode;
 use design_render::job::{DesignId, TenantId};
 use design_render::store::{
@@ -16,8 +19,14 @@ use serde_json::{Value, json};
 pub trait DesignStoreUnderTest: Send + Sync {
     fn store(&self) -> &dyn DesignStore;
 
-    /// Creates a PENDING row owned by `tenant`, as the backend does before it enqueues a job.
+    /// Creates a PENDING row owned by `tenant` (in the store's tenant column; with none, a row
+    /// without an owner), as the backend does before it enqueues a job.
     async fn insert_pending(&self, design: &DesignId, tenant: &TenantId);
+}
+
+/// `DESIGN_TENANT_COLUMN` as the configuration reads it: empty means no ownership check.
+fn tenant_column(name: &str) -> Option<TenantColumn> {
+    (!name.is_empty()).then(|| TenantColumn::parse(name).expect("valid tenant column"))
 }
 
 fn design(id: &str) -> DesignId {
@@ -437,6 +446,77 @@ pub async fn failure_stores_the_error_and_keeps_cost_and_other_metadata(subject:
     assert_eq!((second.cost_tokens, second.cost_cents), (4_270, 17));
 }
 
+/// For a store without a tenant column: the queue is trusted, so any tenant's job writes the
+/// row with the job's design id, and rows read back without an owner.
+pub async fn without_a_tenant_column_rows_are_matched_by_id_only(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner, other) = (design("d-shared"), tenant("tenant-a"), tenant("tenant-b"));
+    subject.insert_pending(&id, &owner).await;
+    assert_eq!(row(subject, &id).await.tenant_id, None, "there is no column to read");
+    let store = subject.store();
+    store
+        .mark_processing(&id, &other)
+        .await
+        .expect("any tenant takes the row");
+    assert_eq!(row(subject, &id).await.status, DesignStatus::Processing);
+    let ledger = store
+        .record_paid_call(&id, &other, &paid_call("openai:req_0", 10, 100))
+        .await
+        .expect("any tenant records a call");
+    store
+        .mark_failed(&id, &owner, &failed(ErrorCode::ProviderUnavailable, 0, 0, None))
+        .await
+        .expect("any tenant fails the row");
+    assert_eq!(row(subject, &id).await.status, DesignStatus::Failed);
+    store
+        .mark_completed(&id, &other, &completed(10, 1, json!({"provider": "builtin"})))
+        .await
+        .expect("any tenant completes the row");
+    assert_eq!(
+        row(subject, &id).await,
+        DesignRow {
+            id: "d-shared".into(),
+            tenant_id: None,
+            status: DesignStatus::Completed,
+            composite_texture_url: Some("memory://blobs/c.png".into()),
+            preview_url: Some("memory://blobs/p.png".into()),
+            high_res_url: Some("memory://blobs/h.png".into()),
+            cost_tokens: 10,
+            cost_cents: 1,
+            metadata: Some(json!({"cost": ledger.json, "provider": "builtin"})),
+        }
+    );
+
+    // Matching by id still needs the id: a design nobody created is refused and not created.
+    let missing = design("d-nobody");
+    assert_not_found(
+        store.mark_processing(&missing, &owner).await,
+        &missing,
+        &owner,
+        "mark_processing",
+    );
+    assert_writes_are_not_found(store, &missing, &owner).await;
+    assert_eq!(store.get(&missing).await.expect("get"), None);
+}
+
+/// For a store built with `MissingDesign::Create` and no tenant column: the row is created
+/// without an owner and any tenant's job then writes it.
+pub async fn create_mode_without_a_tenant_column_creates_a_row_without_an_owner(subject: &dyn DesignStoreUnderTest) {
+    let (id, first, second) = (design("d-created"), tenant("tenant-a"), tenant("tenant-b"));
+    let store = subject.store();
+    store.mark_processing(&id, &first).await.expect("created");
+    let created = row(subject, &id).await;
+    assert_eq!((created.tenant_id, created.status), (None, DesignStatus::Processing));
+    store
+        .mark_completed(&id, &first, &completed(1, 1, json!({})))
+        .await
+        .expect("completed");
+    store
+        .mark_processing(&id, &second)
+        .await
+        .expect("another tenant re-runs it");
+    assert_eq!(row(subject, &id).await.status, DesignStatus::Processing);
+}
+
 /// For a store built with `MissingDesign::Reject`.
 pub async fn reject_mode_refuses_a_missing_row(subject: &dyn DesignStoreUnderTest) {
     let (id, owner) = (design("d-missing"), tenant("tenant-a"));
@@ -485,11 +565,15 @@ pub async fn an_unknown_id_reads_as_none(subject: &dyn DesignStoreUnderTest) {
     assert_eq!(subject.store().get(&design("d-unknown")).await.expect("get"), None);
 }
 
-/// One test per suite function and mode for an adapter module that defines
-/// `async fn open(MissingDesign) -> impl DesignStoreUnderTest`; the fixture cleans up in `Drop`.
+/// One test per suite function, mode and tenant column (`in "name"`; `tenantId` when not given,
+/// `""` for none) for an adapter module that defines
+/// `async fn open(MissingDesign, Option<TenantColumn>) -> impl DesignStoreUnderTest`; the
+/// fixture cleans up in `Drop`.
 macro_rules! design_store_conformance {
     (@call $test:ident) => { super::$test };
     (@call $test:ident $suite:ident) => { super::$suite };
+    (@column) => { "tenantId" };
+    (@column $column:literal) => { $column };
     () => {
         design_store_conformance! {
             pending_row_moves_to_processing_then_completed: Reject,
@@ -504,13 +588,22 @@ macro_rules! design_store_conformance {
             reject_mode_refuses_a_missing_row: Reject,
             create_mode_creates_a_missing_row_for_the_tenant: Create,
             an_unknown_id_reads_as_none: Reject,
+            a_custom_tenant_column_owns_the_row
+                => pending_row_moves_to_processing_then_completed: Reject in "organizationId",
+            a_custom_tenant_column_refuses_another_tenant
+                => another_tenants_row_is_not_found_and_left_unchanged: Reject in "organizationId",
+            a_custom_tenant_column_is_written_when_a_row_is_created
+                => create_mode_creates_a_missing_row_for_the_tenant: Create in "organizationId",
+            without_a_tenant_column_rows_are_matched_by_id_only: Reject in "",
+            create_mode_without_a_tenant_column_creates_a_row_without_an_owner: Create in "",
         }
     };
-    ($($test:ident $(=> $suite:ident)?: $mode:ident),* $(,)?) => {
+    ($($test:ident $(=> $suite:ident)?: $mode:ident $(in $column:literal)?),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $test() {
-                let subject = open(MissingDesign::$mode).await;
+                let column = super::tenant_column(design_store_conformance!(@column $($column)?));
+                let subject = open(MissingDesign::$mode, column).await;
                 design_store_conformance!(@call $test $($suite)?)(&subject).await;
             }
         )*
@@ -518,6 +611,7 @@ macro_rules! design_store_conformance {
 }
 
 mod memory {
+    use design_render::config::TenantColumn;
     use design_render::job::{DesignId, TenantId};
     use design_render::store::memory::MemoryDesignStore;
     use design_render::store::{DesignStore, MissingDesign};
@@ -537,16 +631,17 @@ mod memory {
         }
     }
 
-    async fn open(missing: MissingDesign) -> Memory {
-        Memory(MemoryDesignStore::new(missing))
+    async fn open(missing: MissingDesign, tenant_column: Option<TenantColumn>) -> Memory {
+        Memory(MemoryDesignStore::with_tenant_column(missing, tenant_column.as_ref()))
     }
 
     design_store_conformance!();
 }
 
 mod sqlite {
+    use design_render::config::{Migrations, TenantColumn};
     use design_render::job::{DesignId, TenantId};
-    use design_render::store::sqlite::SqliteDesignStore;
+    use design_render::store::sqlite::{SqliteDesignStore, SqliteSettings};
     use design_render::store::{DesignStore, MissingDesign};
 
     use super::DesignStoreUnderTest;
@@ -555,6 +650,7 @@ mod sqlite {
     struct Sqlite {
         store: SqliteDesignStore,
         seed: sqlx::SqlitePool,
+        tenant_column: Option<TenantColumn>,
         _dir: tempfile::TempDir,
     }
 
@@ -565,10 +661,16 @@ mod sqlite {
         }
 
         async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
-            sqlx::query(
-                r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt")
-                   VALUES (?1, ?2, 'PENDING', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"#,
-            )
+            // Without a tenant column `?2` is bound but unused.
+            let owner = match &self.tenant_column {
+                Some(column) => format!(r#", "{}""#, column.as_str()),
+                None => String::new(),
+            };
+            let owner_value = if self.tenant_column.is_some() { ", ?2" } else { "" };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                r#"INSERT INTO "Design" ("id", "status", "updatedAt"{owner})
+                   VALUES (?1, 'PENDING', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'){owner_value})"#
+            )))
             .bind(design.as_str())
             .bind(tenant.as_str())
             .execute(&self.seed)
@@ -577,21 +679,34 @@ mod sqlite {
         }
     }
 
-    async fn open(missing: MissingDesign) -> Sqlite {
+    async fn open(missing: MissingDesign, tenant_column: Option<TenantColumn>) -> Sqlite {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("designs.sqlite");
-        let store = SqliteDesignStore::open(&path, missing).await.expect("open sqlite");
+        let settings = SqliteSettings {
+            path: &path,
+            tenant_column: tenant_column.clone(),
+            migrations: Migrations::Auto,
+        };
+        let store = SqliteDesignStore::open_with(settings, missing)
+            .await
+            .expect("open sqlite");
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&path)
             .busy_timeout(std::time::Duration::from_secs(5));
         let seed = sqlx::SqlitePool::connect_with(options).await.expect("seed pool");
-        Sqlite { store, seed, _dir: dir }
+        Sqlite {
+            store,
+            seed,
+            tenant_column,
+            _dir: dir,
+        }
     }
 
     design_store_conformance!();
 }
 
 mod postgres {
+    use design_render::config::TenantColumn;
     use design_render::job::{DesignId, TenantId};
     use design_render::store::{DesignStore, MissingDesign};
 
@@ -610,8 +725,8 @@ mod postgres {
     }
 
     /// A store on a fresh schema of its own, dropped with the fixture.
-    async fn open(missing: MissingDesign) -> PgSchema {
-        PgSchema::with_missing(missing).await
+    async fn open(missing: MissingDesign, tenant_column: Option<TenantColumn>) -> PgSchema {
+        PgSchema::with_tenant_column(missing, tenant_column).await
     }
 
     design_store_conformance!();

@@ -4,8 +4,9 @@
 //! adapters statement by statement: a row of another tenant is refused with
 //! [`StoreError::NotFound`] and left untouched (unless the store was built without a tenant
 //! column, when rows are matched by id only), completion and failure merge `metadata` by
-//! replacing top-level keys, cost columns are never lowered by them, and paid calls go through
-//! the shared `merge_paid_call` so a call id counts once. The conformance
+//! replacing top-level keys (completion also drops an earlier `error`), cost columns are never
+//! lowered by them, and paid calls go through the shared `merge_paid_call` so a call id counts
+//! once. The conformance
 //! suite in `tests/it/conformance` holds all three adapters to the same behaviour.
 
 use std::collections::BTreeMap;
@@ -146,7 +147,12 @@ impl DesignStore for MemoryDesignStore {
             row.high_res_url = Some(render.high_res_url.clone());
             row.cost_tokens = row.cost_tokens.max(render.cost_tokens);
             row.cost_cents = row.cost_cents.max(render.cost_cents);
-            row.metadata = Some(merge_top_level(row.metadata.take(), &render.metadata));
+            // A completed render drops the `error` a failed attempt left.
+            let mut metadata = row.metadata.take();
+            if let Some(serde_json::Value::Object(map)) = &mut metadata {
+                map.remove("error");
+            }
+            row.metadata = Some(merge_top_level(metadata, &render.metadata));
         })
     }
 

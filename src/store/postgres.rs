@@ -88,11 +88,12 @@ impl Statements {
         let tenant_read = column.as_deref().unwrap_or("NULL::text");
         Self {
             mark_processing: sql(mark_processing),
+            // A completed render drops the `error` a failed attempt left, then merges its own keys.
             mark_completed: sql(format!(
                 r#"UPDATE "Design" SET "status" = 'COMPLETED'::"DesignStatus", "compositeTextureUrl" = $3,
                        "previewUrl" = $4, "highResUrl" = $5, "costTokens" = GREATEST("costTokens", $6),
                        "costCents" = GREATEST("costCents", $7),
-                       "metadata" = COALESCE("metadata", '{{}}'::jsonb) || $8::jsonb, "updatedAt" = $9
+                       "metadata" = (COALESCE("metadata", '{{}}'::jsonb) - 'error') || $8::jsonb, "updatedAt" = $9
                    WHERE "id" = $1 AND {owned}"#
             )),
             mark_failed: sql(format!(

@@ -77,12 +77,13 @@ impl Statements {
         let tenant_read = column.as_deref().unwrap_or("NULL");
         Self {
             mark_processing: sql(mark_processing),
+            // A completed render drops the `error` a failed attempt left, then merges its own keys.
             mark_completed: sql(format!(
                 r#"UPDATE "Design" SET "status" = 'COMPLETED', "compositeTextureUrl" = ?3, "previewUrl" = ?4,
                        "highResUrl" = ?5, "costTokens" = MAX("costTokens", ?6), "costCents" = MAX("costCents", ?7),
                        "metadata" = {}, "updatedAt" = ?9
                    WHERE "id" = ?1 AND {owned}"#,
-                merged_metadata(r#"COALESCE("metadata", '{}')"#, "?8")
+                merged_metadata(r#"json_remove(COALESCE("metadata", '{}'), '$.error')"#, "?8")
             )),
             mark_failed: sql(format!(
                 r#"UPDATE "Design" SET "status" = 'FAILED', "costTokens" = MAX("costTokens", ?3),

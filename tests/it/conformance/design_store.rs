@@ -446,6 +446,52 @@ pub async fn failure_stores_the_error_and_keeps_cost_and_other_metadata(subject:
     assert_eq!((second.cost_tokens, second.cost_cents), (4_270, 17));
 }
 
+pub async fn completion_clears_the_error_of_an_earlier_failure(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-retried"), tenant("tenant-a"));
+    processing(subject, &id, &owner).await;
+    let ledger = subject
+        .store()
+        .record_paid_call(&id, &owner, &paid_call("openai:req_0", 10, 100))
+        .await
+        .expect("paid call");
+    let attempts = json!([{"provider": "openai", "outcome": "provider_unavailable"}]);
+    subject
+        .store()
+        .mark_failed(
+            &id,
+            &owner,
+            &failed(ErrorCode::ProviderUnavailable, 0, 0, Some(attempts.clone())),
+        )
+        .await
+        .expect("failed");
+    assert!(
+        row(subject, &id)
+            .await
+            .metadata
+            .expect("metadata")
+            .get("error")
+            .is_some()
+    );
+
+    // A later run of the same design succeeds: the old reason must not outlive it.
+    subject.store().mark_processing(&id, &owner).await.expect("re-run");
+    subject
+        .store()
+        .mark_completed(&id, &owner, &completed(10, 1, json!({"provider": "builtin"})))
+        .await
+        .expect("completed");
+    let done = row(subject, &id).await;
+    assert_eq!(done.status, DesignStatus::Completed);
+    assert_eq!(
+        done.metadata,
+        Some(json!({
+            "cost": ledger.json,
+            "providerAttempts": attempts,
+            "provider": "builtin",
+        }))
+    );
+}
+
 /// For a store without a tenant column: the queue is trusted, so any tenant's job writes the
 /// row with the job's design id, and rows read back without an owner.
 pub async fn without_a_tenant_column_rows_are_matched_by_id_only(subject: &dyn DesignStoreUnderTest) {
@@ -585,6 +631,7 @@ macro_rules! design_store_conformance {
             cost_is_never_lowered_by_completion_or_failure: Reject,
             completion_replaces_top_level_metadata_keys_and_keeps_the_others: Reject,
             failure_stores_the_error_and_keeps_cost_and_other_metadata: Reject,
+            completion_clears_the_error_of_an_earlier_failure: Reject,
             reject_mode_refuses_a_missing_row: Reject,
             create_mode_creates_a_missing_row_for_the_tenant: Create,
             an_unknown_id_reads_as_none: Reject,

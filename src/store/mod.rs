@@ -304,7 +304,7 @@ pub(crate) fn missing_columns(
 ) -> Option<StoreError> {
     let missing: Vec<&RequiredColumn> = required
         .iter()
-        .filter(|column| !existing.iter().any(|name| *name == column.name))
+        .filter(|column| !existing.contains(&column.name))
         .collect();
     if missing.is_empty() {
         return None;

@@ -22,6 +22,10 @@ pub trait DesignStoreUnderTest: Send + Sync {
     /// Creates a PENDING row owned by `tenant` (in the store's tenant column; with none, a row
     /// without an owner), as the backend does before it enqueues a job.
     async fn insert_pending(&self, design: &DesignId, tenant: &TenantId);
+
+    /// What the store's tenant column holds for `design`, read past the store (raw SQL on the
+    /// configured column name); `None` for no row, no owner or no column.
+    async fn stored_owner(&self, design: &DesignId) -> Option<String>;
 }
 
 /// `DESIGN_TENANT_COLUMN` as the configuration reads it: empty means no ownership check.
@@ -492,6 +496,15 @@ pub async fn completion_clears_the_error_of_an_earlier_failure(subject: &dyn Des
     );
 }
 
+/// For a store built with `MissingDesign::Create`: the created row's owner is written to the
+/// configured tenant column itself.
+pub async fn create_mode_writes_the_owner_to_the_tenant_column(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-created"), tenant("tenant-a"));
+    subject.store().mark_processing(&id, &owner).await.expect("created");
+    assert_eq!(subject.stored_owner(&id).await.as_deref(), Some("tenant-a"));
+    assert_eq!(row(subject, &id).await.tenant_id.as_deref(), Some("tenant-a"));
+}
+
 /// For a store without a tenant column: the queue is trusted, so any tenant's job writes the
 /// row with the job's design id, and rows read back without an owner.
 pub async fn without_a_tenant_column_rows_are_matched_by_id_only(subject: &dyn DesignStoreUnderTest) {
@@ -639,8 +652,9 @@ macro_rules! design_store_conformance {
                 => pending_row_moves_to_processing_then_completed: Reject in "organizationId",
             a_custom_tenant_column_refuses_another_tenant
                 => another_tenants_row_is_not_found_and_left_unchanged: Reject in "organizationId",
+            create_mode_writes_the_owner_to_the_tenant_column: Create,
             a_custom_tenant_column_is_written_when_a_row_is_created
-                => create_mode_creates_a_missing_row_for_the_tenant: Create in "organizationId",
+                => create_mode_writes_the_owner_to_the_tenant_column: Create in "organizationId",
             without_a_tenant_column_rows_are_matched_by_id_only: Reject in "",
             create_mode_without_a_tenant_column_creates_a_row_without_an_owner: Create in "",
         }
@@ -675,6 +689,11 @@ mod memory {
 
         async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
             self.0.insert_pending(design, tenant);
+        }
+
+        async fn stored_owner(&self, design: &DesignId) -> Option<String> {
+            let row = self.0.get(design).await.expect("get");
+            row.and_then(|row| row.tenant_id)
         }
     }
 
@@ -724,6 +743,17 @@ mod sqlite {
             .await
             .expect("insert pending design");
         }
+
+        async fn stored_owner(&self, design: &DesignId) -> Option<String> {
+            let column = self.tenant_column.as_ref()?;
+            let statement = format!(r#"SELECT "{}" FROM "Design" WHERE "id" = ?1"#, column.as_str());
+            sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+                .bind(design.as_str())
+                .fetch_optional(&self.seed)
+                .await
+                .expect("read the tenant column")
+                .flatten()
+        }
     }
 
     async fn open(missing: MissingDesign, tenant_column: Option<TenantColumn>) -> Sqlite {
@@ -768,6 +798,10 @@ mod postgres {
 
         async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
             self.insert_design(design.as_str(), tenant.as_str()).await;
+        }
+
+        async fn stored_owner(&self, design: &DesignId) -> Option<String> {
+            PgSchema::stored_owner(self, design.as_str()).await
         }
     }
 

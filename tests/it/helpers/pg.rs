@@ -134,6 +134,19 @@ impl PgSchema {
         query.execute(self.store.pool()).await.expect("insert design");
     }
 
+    /// What the tenant column holds for row `id`, read with raw SQL on the configured column;
+    /// `None` for no row, no owner or no column.
+    pub async fn stored_owner(&self, id: &str) -> Option<String> {
+        let column = self.tenant_column.as_ref()?;
+        let statement = format!(r#"SELECT "{}" FROM "Design" WHERE "id" = $1"#, column.as_str());
+        sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await
+            .expect("read the tenant column")
+            .flatten()
+    }
+
     pub async fn design(&self, id: &str) -> DesignRow {
         self.store
             .get(&DesignId::parse(id).unwrap())

@@ -122,9 +122,10 @@ fn merged_metadata(base: &str, patch: &str) -> String {
     )
 }
 
-/// Statement text composed from constants and the validated, quoted tenant column only.
+/// Statement text composed from constants and the validated, quoted tenant column only. Shared
+/// (`Arc`), so handing it to each query does not copy it.
 fn sql(text: String) -> SqlStr {
-    AssertSqlSafe(text).into_sql_str()
+    AssertSqlSafe(std::sync::Arc::<str>::from(text)).into_sql_str()
 }
 
 impl SqliteDesignStore {

@@ -3,7 +3,8 @@
 //! missing and keeps rows, `false` runs no DDL at all, and the configured tenant column
 //! (`DESIGN_TENANT_COLUMN`) is the one checked and added.
 
-use design_render::config::{Migrations, TenantColumn};
+use design_render::app::{self, Mode};
+use design_render::config::{Config, DatabaseConfig, Migrations, Secret, TenantColumn};
 use design_render::job::DesignId;
 use design_render::store::postgres::{PgDesignStore, PgSettings};
 use design_render::store::{DesignStatus, DesignStore, MissingDesign, StoreError};
@@ -283,4 +284,31 @@ async fn the_configured_tenant_column_is_the_one_checked_and_added() {
     open(PG_URL, &schema, Migrations::Off, None)
         .await
         .expect("no tenant column: the render columns are enough");
+}
+
+#[tokio::test]
+async fn the_app_passes_the_settings_on_and_the_refusal_stays_recognisable() {
+    let (admin, _guard, schema) = fresh_schema().await;
+    prisma_table(&admin, &schema, "").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::for_tests(dir.path());
+    config.database = DatabaseConfig::Postgres {
+        url: Secret::new(format!("{PG_URL}?schema={schema}")),
+    };
+    config.design_tenant_column = Some(TenantColumn::parse("brandId").expect("valid column"));
+    config.migrations = Migrations::Auto;
+    super::helpers::init();
+
+    let error = match app::build_pipeline(&config, Mode::Queue).await {
+        Ok(_) => panic!("the worker started on a table without its columns"),
+        Err(error) => error,
+    };
+    // What `main` can match on to exit with EX_CONFIG.
+    match error.downcast_ref::<StoreError>() {
+        Some(StoreError::MissingColumns { columns, .. }) => {
+            assert_eq!(columns, &["brandId", "previewUrl", "highResUrl", "costCents"])
+        }
+        other => panic!("expected MissingColumns, got {other:?} from {error:#}"),
+    }
+    assert!(format!("{error:#}").contains(r#"ALTER TABLE "Design" ADD COLUMN "brandId" TEXT;"#));
 }

@@ -25,7 +25,7 @@ use crate::safety::SafetyPolicy;
 use crate::storage::BlobStore;
 use crate::storage::local::LocalStore;
 use crate::store::postgres::{PgDesignStore, PgSettings};
-use crate::store::sqlite::SqliteDesignStore;
+use crate::store::sqlite::{SqliteDesignStore, SqliteSettings};
 use crate::store::{DesignStore, MissingDesign};
 
 /// Longest prompt handed to a provider when the provider sets no stricter limit.
@@ -76,11 +76,20 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
         ),
         Mode::Queue => (downloads, MissingDesign::Reject),
     };
+    // A `StoreError::MissingColumns` (the schema lacks columns and RUN_MIGRATIONS may not add
+    // them) stays reachable through the context with `downcast_ref::<StoreError>()`.
     let designs: Arc<dyn DesignStore> = match &config.database {
         DatabaseConfig::Sqlite { path } => Arc::new(
-            SqliteDesignStore::open(path, missing)
-                .await
-                .with_context(|| format!("opening SQLite database {}", path.display()))?,
+            SqliteDesignStore::open_with(
+                SqliteSettings {
+                    path,
+                    tenant_column: config.design_tenant_column.clone(),
+                    migrations: config.migrations,
+                },
+                missing,
+            )
+            .await
+            .with_context(|| format!("opening SQLite database {}", path.display()))?,
         ),
         DatabaseConfig::Postgres { url } => Arc::new(
             PgDesignStore::connect(
@@ -88,7 +97,8 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
                     url: url.expose(),
                     schema: None,
                     max_connections: 8,
-                    run_migrations: config.run_migrations,
+                    tenant_column: config.design_tenant_column.clone(),
+                    migrations: config.migrations,
                 },
                 missing,
             )

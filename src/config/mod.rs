@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::assets::AssetLimits;
-pub use self::database::DatabaseConfig;
+pub use self::database::{DatabaseConfig, Migrations, TenantColumn};
 pub use self::imaging::ImagingConfig;
 pub use self::providers::{InpaintOverrides, ProviderConfig, ProviderKind};
 pub use self::queue::{QueueConfig, RedisConfig, WebhookConfig, parse_cluster_nodes, parse_tenant_limits};
@@ -59,8 +59,11 @@ pub struct Config {
     pub default_tenant_concurrency: u32,
     /// Queue worker settings, including the webhook (`WEBHOOK_ENABLED`).
     pub queue: QueueConfig,
-    /// Run the additive PostgreSQL migrations at start-up (`RUN_MIGRATIONS`, default true).
-    pub run_migrations: bool,
+    /// The `"Design"` column holding the owning tenant (`DESIGN_TENANT_COLUMN`, default
+    /// `tenantId`); `None` when it is set blank: no ownership check, rows matched by id only.
+    pub design_tenant_column: Option<TenantColumn>,
+    /// What the worker may do to the schema at start-up (`RUN_MIGRATIONS`, default `auto`).
+    pub migrations: Migrations,
     pub log_format: LogFormat,
 }
 
@@ -121,7 +124,8 @@ impl Config {
             redis,
             default_tenant_concurrency: vars.parse_or("DEFAULT_TENANT_CONCURRENCY", 2, |v| *v > 0)?,
             queue,
-            run_migrations: vars.bool_or("RUN_MIGRATIONS", true)?,
+            design_tenant_column: TenantColumn::from_vars(&vars)?,
+            migrations: Migrations::from_vars(&vars)?,
             log_format: match vars.get("LOG_FORMAT").as_deref() {
                 None | Some("pretty") | Some("text") => LogFormat::Pretty,
                 Some("json") => LogFormat::Json,
@@ -144,7 +148,8 @@ impl Config {
             redis: RedisConfig::default(),
             default_tenant_concurrency: 2,
             queue: QueueConfig::default(),
-            run_migrations: true,
+            design_tenant_column: Some(TenantColumn::default()),
+            migrations: Migrations::Auto,
             log_format: LogFormat::Pretty,
         }
     }

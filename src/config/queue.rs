@@ -348,6 +348,5 @@ mod tests {
                 "{error}"
             );
         }
-        assert!(!config(&[("RUN_MIGRATIONS", "false")]).unwrap().run_migrations);
     }
 }

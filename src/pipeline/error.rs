@@ -83,7 +83,7 @@ impl RenderError {
             Self::Encode(_) => ErrorCode::EncodeFailed,
             Self::Storage(_) => ErrorCode::StorageFailed,
             Self::Store(StoreError::NotFound { .. }) => ErrorCode::DesignNotFound,
-            Self::Store(StoreError::Schema(_)) => ErrorCode::DatabaseSchema,
+            Self::Store(StoreError::Schema(_) | StoreError::MissingColumns { .. }) => ErrorCode::DatabaseSchema,
             Self::Store(StoreError::Unavailable(_)) => ErrorCode::DatabaseUnavailable,
             Self::Internal(_) => ErrorCode::Internal,
             Self::Stopped { stop, .. } => match stop {

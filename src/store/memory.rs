@@ -2,9 +2,11 @@
 //!
 //! It owns nothing but a map of rows behind a short-lived mutex. Every write follows the SQL
 //! adapters statement by statement: a row of another tenant is refused with
-//! [`StoreError::NotFound`] and left untouched, completion and failure merge `metadata` by
-//! replacing top-level keys, cost columns are never lowered by them, and paid calls go through the
-//! shared `merge_paid_call` so a call id counts once. The conformance
+//! [`StoreError::NotFound`] and left untouched (unless the store was built without a tenant
+//! column, when rows are matched by id only), completion and failure merge `metadata` by
+//! replacing top-level keys (completion also drops an earlier `error`), cost columns are never
+//! lowered by them, and paid calls go through the shared `merge_paid_call` so a call id counts
+//! once. The conformance
 //! suite in `tests/it/conformance` holds all three adapters to the same behaviour.
 
 use std::collections::BTreeMap;
@@ -14,11 +16,15 @@ use super::{
     CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
     StoreError,
 };
+use crate::config::TenantColumn;
 use crate::job::{DesignId, TenantId};
 
 /// Design rows kept in process memory, keyed by id.
 pub struct MemoryDesignStore {
     missing: MissingDesign,
+    /// Whether rows are owned: `false` is the SQL adapters without a tenant column, where any
+    /// tenant's job writes the row with that id and rows read back without a tenant.
+    owner_checked: bool,
     /// Rows by id. A `BTreeMap` so [`rows`](Self::rows) lists them in a stable order.
     rows: Mutex<BTreeMap<String, DesignRow>>,
 }
@@ -27,16 +33,24 @@ impl MemoryDesignStore {
     /// An empty store; `missing` decides what [`DesignStore::mark_processing`] does with an
     /// unknown id, as for the SQL adapters.
     pub fn new(missing: MissingDesign) -> Self {
+        Self::with_tenant_column(missing, Some(&TenantColumn::default()))
+    }
+
+    /// An empty store that checks ownership only when `tenant_column` is set, as the SQL
+    /// adapters do. The name itself does not matter here: rows keep their tenant in
+    /// [`DesignRow::tenant_id`].
+    pub fn with_tenant_column(missing: MissingDesign, tenant_column: Option<&TenantColumn>) -> Self {
         Self {
             missing,
+            owner_checked: tenant_column.is_some(),
             rows: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// Adds a PENDING row owned by `tenant`, as the backend does before it enqueues a job.
-    /// An existing row with this id is replaced.
+    /// Adds a PENDING row owned by `tenant` (no owner when the store checks none), as the backend
+    /// does before it enqueues a job. An existing row with this id is replaced.
     pub fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
-        self.insert_row(DesignRow::fresh(design, tenant, DesignStatus::Pending));
+        self.insert_row(self.fresh(design, tenant, DesignStatus::Pending));
     }
 
     /// Adds (or replaces) a row exactly as given, for tests that start from an unusual state,
@@ -60,6 +74,21 @@ impl MemoryDesignStore {
             .collect()
     }
 
+    /// A row as first written; without a tenant column there is nowhere to keep the owner.
+    fn fresh(&self, design: &DesignId, tenant: &TenantId, status: DesignStatus) -> DesignRow {
+        let mut row = DesignRow::fresh(design, tenant, status);
+        if !self.owner_checked {
+            row.tenant_id = None;
+        }
+        row
+    }
+
+    /// The SQL adapters compare the tenant column with `=`, so a row without a tenant belongs to
+    /// nobody; without a column every row matches.
+    fn owned_by(&self, row: &DesignRow, tenant: &TenantId) -> bool {
+        !self.owner_checked || row.tenant_id.as_deref() == Some(tenant.as_str())
+    }
+
     /// A poisoned lock only means another thread panicked between two plain field writes; the
     /// map itself is still consistent, so the rows stay usable.
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, DesignRow>> {
@@ -67,7 +96,7 @@ impl MemoryDesignStore {
     }
 
     /// Runs `change` on the row when it exists and belongs to `tenant`, as the SQL adapters'
-    /// `WHERE "id" = … AND "tenantId" = …` does; otherwise the row is left as it was.
+    /// `WHERE "id" = … AND <tenant column> = …` does; otherwise the row is left as it was.
     fn update<T>(
         &self,
         design: &DesignId,
@@ -76,7 +105,7 @@ impl MemoryDesignStore {
     ) -> Result<T, StoreError> {
         let mut rows = self.lock();
         match rows.get_mut(design.as_str()) {
-            Some(row) if owned_by(row, tenant) => Ok(change(row)),
+            Some(row) if self.owned_by(row, tenant) => Ok(change(row)),
             _ => Err(not_found(design, tenant)),
         }
     }
@@ -87,7 +116,7 @@ impl DesignStore for MemoryDesignStore {
     async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError> {
         let mut rows = self.lock();
         match rows.get_mut(design.as_str()) {
-            Some(row) if owned_by(row, tenant) => {
+            Some(row) if self.owned_by(row, tenant) => {
                 row.status = DesignStatus::Processing;
                 Ok(())
             }
@@ -96,7 +125,7 @@ impl DesignStore for MemoryDesignStore {
                 MissingDesign::Create => {
                     rows.insert(
                         design.as_str().to_owned(),
-                        DesignRow::fresh(design, tenant, DesignStatus::Processing),
+                        self.fresh(design, tenant, DesignStatus::Processing),
                     );
                     Ok(())
                 }
@@ -118,7 +147,12 @@ impl DesignStore for MemoryDesignStore {
             row.high_res_url = Some(render.high_res_url.clone());
             row.cost_tokens = row.cost_tokens.max(render.cost_tokens);
             row.cost_cents = row.cost_cents.max(render.cost_cents);
-            row.metadata = Some(merge_top_level(row.metadata.take(), &render.metadata));
+            // A completed render drops the `error` a failed attempt left.
+            let mut metadata = row.metadata.take();
+            if let Some(serde_json::Value::Object(map)) = &mut metadata {
+                map.remove("error");
+            }
+            row.metadata = Some(merge_top_level(metadata, &render.metadata));
         })
     }
 
@@ -158,11 +192,6 @@ impl DesignStore for MemoryDesignStore {
             ledger
         })
     }
-}
-
-/// The SQL adapters compare `"tenantId"` with `=`, so a row without a tenant belongs to nobody.
-fn owned_by(row: &DesignRow, tenant: &TenantId) -> bool {
-    row.tenant_id.as_deref() == Some(tenant.as_str())
 }
 
 fn not_found(design: &DesignId, tenant: &TenantId) -> StoreError {

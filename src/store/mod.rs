@@ -4,11 +4,17 @@
 //! `DesignStatus` enum) plus the render columns. Adapters: PostgreSQL (shared with the backend),
 //! SQLite (embedded, for the one-shot CLI) and memory (tests and local runs, same semantics).
 //! Only this module tree contains SQL.
+//!
+//! Ownership: every write names the job's tenant, and a row is written only when the configured
+//! tenant column (`DESIGN_TENANT_COLUMN`, a [`TenantColumn`]) holds that tenant. Without a
+//! column the queue is trusted and rows are matched by id alone. The column name is a validated
+//! identifier from the configuration, always double-quoted in SQL, never taken from a job.
 
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
 
+use crate::config::TenantColumn;
 use crate::error_code::ErrorCode;
 use crate::job::{DesignId, TenantId};
 
@@ -134,9 +140,18 @@ pub enum StoreError {
     /// The database could not be reached or failed; retrying later may work.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// The schema is not what we need (missing column with RUN_MIGRATIONS=false, bad type).
+    /// The schema is not what we need (no `"Design"` table with `RUN_MIGRATIONS=false`, a bad
+    /// type, an unknown status).
     #[error("database schema problem: {0}")]
     Schema(String),
+    /// The `"Design"` table lacks columns the worker needs and `RUN_MIGRATIONS` (`auto` or
+    /// `false`) does not let it add them. Found at start-up; a configuration problem that no
+    /// retry fixes. `statements` are the `ALTER TABLE` statements that add them.
+    #[error("{}", missing_columns_message(columns, statements))]
+    MissingColumns {
+        columns: Vec<String>,
+        statements: Vec<String>,
+    },
 }
 
 impl StoreError {
@@ -252,10 +267,9 @@ pub(crate) fn merge_paid_call(metadata: Option<&serde_json::Value>, call: &PaidC
     }
 }
 
-/// The render columns this worker needs beyond Prisma's base model, with their SQL types for
-/// (PostgreSQL, SQLite). Migrations add exactly the missing ones.
-pub(crate) const RENDER_COLUMNS: &[(&str, &str, &str)] = &[
-    ("tenantId", "TEXT", "TEXT"),
+/// The render columns this worker needs beyond Prisma's base model and the tenant column, with
+/// their SQL types for (PostgreSQL, SQLite).
+const RENDER_COLUMNS: &[(&str, &str, &str)] = &[
     ("metadata", "JSONB", "TEXT"),
     ("compositeTextureUrl", "TEXT", "TEXT"),
     ("previewUrl", "TEXT", "TEXT"),
@@ -263,6 +277,82 @@ pub(crate) const RENDER_COLUMNS: &[(&str, &str, &str)] = &[
     ("costTokens", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
     ("costCents", "INTEGER NOT NULL DEFAULT 0", "INTEGER NOT NULL DEFAULT 0"),
 ];
+
+/// A column the worker needs, with its type in each SQL dialect.
+pub(crate) struct RequiredColumn {
+    pub(crate) name: String,
+    pub(crate) postgres_type: &'static str,
+    pub(crate) sqlite_type: &'static str,
+}
+
+/// The columns migrations create or check: the tenant column (when ownership is checked) and the
+/// render columns.
+pub(crate) fn required_columns(tenant_column: Option<&TenantColumn>) -> Vec<RequiredColumn> {
+    let tenant = tenant_column.map(|column| RequiredColumn {
+        name: column.as_str().to_owned(),
+        postgres_type: "TEXT",
+        sqlite_type: "TEXT",
+    });
+    tenant
+        .into_iter()
+        .chain(
+            RENDER_COLUMNS
+                .iter()
+                .map(|(name, postgres_type, sqlite_type)| RequiredColumn {
+                    name: (*name).to_owned(),
+                    postgres_type,
+                    sqlite_type,
+                }),
+        )
+        .collect()
+}
+
+/// `name` as a double-quoted SQL identifier. Names come from constants and from a validated
+/// [`TenantColumn`] (letters, digits and `_` only); doubling quotes keeps any other name inert.
+pub(crate) fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The error for `required` columns absent from `existing`, with the `ALTER TABLE` statements
+/// (`type_of` picks the dialect's type); `None` when nothing is missing.
+pub(crate) fn missing_columns(
+    required: &[RequiredColumn],
+    existing: &[String],
+    type_of: impl Fn(&RequiredColumn) -> &'static str,
+) -> Option<StoreError> {
+    let missing: Vec<&RequiredColumn> = required
+        .iter()
+        .filter(|column| !existing.contains(&column.name))
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(StoreError::MissingColumns {
+        columns: missing.iter().map(|column| column.name.clone()).collect(),
+        statements: missing
+            .iter()
+            .map(|column| {
+                format!(
+                    r#"ALTER TABLE "Design" ADD COLUMN {} {};"#,
+                    quoted(&column.name),
+                    type_of(column)
+                )
+            })
+            .collect(),
+    })
+}
+
+fn missing_columns_message(columns: &[String], statements: &[String]) -> String {
+    let names: Vec<String> = columns.iter().map(|name| quoted(name)).collect();
+    format!(
+        "the \"Design\" table lacks the column(s) {} this worker needs, and RUN_MIGRATIONS \
+         (auto or false) does not let it change a table that already exists. Add them with your \
+         schema migrations (e.g. Prisma) or run:\n  {}\nor set RUN_MIGRATIONS=true to let the \
+         worker add them (it only adds columns, never drops, renames or rewrites)",
+        names.join(", "),
+        statements.join("\n  ")
+    )
+}
 
 fn failure_metadata(failure: &FailedRender) -> serde_json::Value {
     let mut metadata = serde_json::json!({

@@ -1,27 +1,39 @@
 //! PostgreSQL store, sharing the backend's Prisma-managed `"Design"` table.
 //!
-//! Migrations are additive and idempotent: the `"DesignStatus"` enum and the table are created
-//! only when missing, missing enum labels and render columns are added, and nothing is ever
-//! dropped, renamed or rewritten. They run under an advisory lock so many workers starting at
-//! once do not race. Timestamps are written as UTC into Prisma's zone-less `TIMESTAMP(3)`.
+//! Migrations never surprise the schema's owner. With `RUN_MIGRATIONS=auto` (the default) the
+//! `"DesignStatus"` enum and the `"Design"` table are created only when missing (a fresh
+//! database); an existing table is only checked, and missing columns refuse the start with
+//! [`StoreError::MissingColumns`] naming the `ALTER TABLE` to run. `true` adds missing enum labels
+//! and columns; `false` runs no DDL and checks the same way. Nothing is ever dropped, renamed or
+//! rewritten. DDL runs under an advisory lock so many workers starting at once do not race.
+//! Timestamps are written as UTC into Prisma's zone-less `TIMESTAMP(3)`.
+//!
+//! The statements depend on the configured tenant column, so they are composed once, when the
+//! store is built, from constants and the validated, quoted [`TenantColumn`].
 
 use std::time::Duration;
 
-use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlStr};
 
 use super::{
     CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
-    RENDER_COLUMNS, StoreError,
+    StoreError, quoted,
 };
+use crate::config::{Migrations, TenantColumn};
 use crate::job::{DesignId, TenantId};
 
 /// Arbitrary but fixed key of the advisory lock that serialises migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x6465_7369_676e_7231;
 
+/// The `"DesignStatus"` labels the worker writes, in Prisma's declaration order.
+const STATUS_LABELS: [&str; 4] = ["PENDING", "PROCESSING", "COMPLETED", "FAILED"];
+
 pub struct PgDesignStore {
     pool: PgPool,
-    missing: MissingDesign,
+    tenant_column: Option<TenantColumn>,
+    migrations: Migrations,
+    statements: Statements,
 }
 
 /// Connection settings for [`PgDesignStore::connect`].
@@ -30,7 +42,89 @@ pub struct PgSettings<'a> {
     /// Optional schema to use instead of `public` (tests use one per test).
     pub schema: Option<&'a str>,
     pub max_connections: u32,
-    pub run_migrations: bool,
+    /// The column holding the owning tenant (`DESIGN_TENANT_COLUMN`); `None`: rows are matched
+    /// by id only.
+    pub tenant_column: Option<TenantColumn>,
+    /// What start-up may do to the schema (`RUN_MIGRATIONS`).
+    pub migrations: Migrations,
+}
+
+/// Every statement whose text depends on the tenant column. `$1` is always the design id and
+/// `$2` the job's tenant. Without a tenant column the ownership test is `TRUE` and `$2` is
+/// bound but unused (sqlx declares its type, so PostgreSQL accepts it), which keeps the
+/// parameter numbers and binds the same in both modes.
+struct Statements {
+    mark_processing: SqlStr,
+    mark_completed: SqlStr,
+    mark_failed: SqlStr,
+    lock_metadata: SqlStr,
+    write_cost: SqlStr,
+    get: SqlStr,
+}
+
+impl Statements {
+    fn new(tenant_column: Option<&TenantColumn>, missing: MissingDesign) -> Self {
+        let column = tenant_column.map(|column| quoted(column.as_str()));
+        let owned = match &column {
+            Some(column) => format!(r#"{column} = $2"#),
+            None => "TRUE".to_owned(),
+        };
+        let mark_processing = match (missing, &column) {
+            (MissingDesign::Create, Some(column)) => format!(
+                r#"INSERT INTO "Design" ("id", {column}, "status", "updatedAt")
+                   VALUES ($1, $2, 'PROCESSING'::"DesignStatus", $3)
+                   ON CONFLICT ("id") DO UPDATE SET "status" = 'PROCESSING'::"DesignStatus", "updatedAt" = $3
+                   WHERE "Design".{column} IS NOT DISTINCT FROM $2"#
+            ),
+            (MissingDesign::Create, None) => r#"INSERT INTO "Design" ("id", "status", "updatedAt")
+                   VALUES ($1, 'PROCESSING'::"DesignStatus", $3)
+                   ON CONFLICT ("id") DO UPDATE SET "status" = 'PROCESSING'::"DesignStatus", "updatedAt" = $3"#
+                .to_owned(),
+            (MissingDesign::Reject, _) => format!(
+                r#"UPDATE "Design" SET "status" = 'PROCESSING'::"DesignStatus", "updatedAt" = $3
+                   WHERE "id" = $1 AND {owned}"#
+            ),
+        };
+        let tenant_read = column.as_deref().unwrap_or("NULL::text");
+        Self {
+            mark_processing: sql(mark_processing),
+            // A completed render drops the `error` a failed attempt left, then merges its own keys.
+            mark_completed: sql(format!(
+                r#"UPDATE "Design" SET "status" = 'COMPLETED'::"DesignStatus", "compositeTextureUrl" = $3,
+                       "previewUrl" = $4, "highResUrl" = $5, "costTokens" = GREATEST("costTokens", $6),
+                       "costCents" = GREATEST("costCents", $7),
+                       "metadata" = (COALESCE("metadata", '{{}}'::jsonb) - 'error') || $8::jsonb, "updatedAt" = $9
+                   WHERE "id" = $1 AND {owned}"#
+            )),
+            mark_failed: sql(format!(
+                r#"UPDATE "Design" SET "status" = 'FAILED'::"DesignStatus", "costTokens" = GREATEST("costTokens", $3),
+                       "costCents" = GREATEST("costCents", $4),
+                       "metadata" = COALESCE("metadata", '{{}}'::jsonb) || $5::jsonb, "updatedAt" = $6
+                   WHERE "id" = $1 AND {owned}"#
+            )),
+            // FOR UPDATE serialises concurrent recorders of the same design.
+            lock_metadata: sql(format!(
+                r#"SELECT "metadata" FROM "Design" WHERE "id" = $1 AND {owned} FOR UPDATE"#
+            )),
+            write_cost: sql(format!(
+                r#"UPDATE "Design" SET "costTokens" = $3, "costCents" = $4,
+                       "metadata" = jsonb_set(COALESCE("metadata", '{{}}'::jsonb), '{{cost}}', $5::jsonb, true),
+                       "updatedAt" = $6
+                   WHERE "id" = $1 AND {owned}"#
+            )),
+            get: sql(format!(
+                r#"SELECT "id", {tenant_read} AS "tenantId", "status"::text AS "status", "compositeTextureUrl",
+                          "previewUrl", "highResUrl", "costTokens", "costCents", "metadata"
+                   FROM "Design" WHERE "id" = $1"#
+            )),
+        }
+    }
+}
+
+/// Statement text composed from constants and the validated, quoted tenant column only. Shared
+/// (`Arc`), so handing it to each query does not copy it.
+fn sql(text: String) -> SqlStr {
+    AssertSqlSafe(std::sync::Arc::<str>::from(text)).into_sql_str()
 }
 
 impl PgDesignStore {
@@ -55,10 +149,13 @@ impl PgDesignStore {
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let store = Self { pool, missing };
-        if settings.run_migrations {
-            store.migrate().await?;
-        }
+        let store = Self {
+            pool,
+            statements: Statements::new(settings.tenant_column.as_ref(), missing),
+            tenant_column: settings.tenant_column,
+            migrations: settings.migrations,
+        };
+        store.migrate().await?;
         Ok(store)
     }
 
@@ -66,15 +163,24 @@ impl PgDesignStore {
         &self.pool
     }
 
-    /// Brings the schema up to what the worker needs, additively.
+    /// Applies the store's `RUN_MIGRATIONS` mode (see the module docs), then checks that every
+    /// column the worker needs exists. Idempotent.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut connection = self.pool.acquire().await.map_err(StoreError::from_sqlx)?;
+        if self.migrations == Migrations::Off {
+            // Read-only: no lock, no DDL.
+            return self.check_columns(&mut connection).await;
+        }
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(MIGRATION_LOCK_KEY)
             .execute(&mut *connection)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let result = Self::migrate_locked(&mut connection).await;
+        let result = async {
+            self.migrate_locked(&mut connection).await?;
+            self.check_columns(&mut connection).await
+        }
+        .await;
         let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(MIGRATION_LOCK_KEY)
             .execute(&mut *connection)
@@ -84,7 +190,13 @@ impl PgDesignStore {
         Ok(())
     }
 
-    async fn migrate_locked(connection: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+    /// The DDL of `auto` (create what is missing on a fresh schema) and `true` (also add labels
+    /// and columns to an existing table).
+    async fn migrate_locked(&self, connection: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        let table_exists = Self::table_exists(connection).await?;
+        if table_exists && self.migrations != Migrations::Add {
+            return Ok(());
+        }
         let enum_exists: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
              WHERE t.typname = 'DesignStatus' AND n.nspname = current_schema())",
@@ -97,10 +209,10 @@ impl PgDesignStore {
                 .execute(&mut *connection)
                 .await
                 .map_err(StoreError::from_sqlx)?;
-        } else {
-            for label in ["PENDING", "PROCESSING", "COMPLETED", "FAILED"] {
-                // Identifiers and labels come from constants in this crate, never from input.
-                sqlx::query(sqlx::AssertSqlSafe(format!(
+        } else if self.migrations == Migrations::Add {
+            for label in STATUS_LABELS {
+                // Labels come from constants in this crate, never from input.
+                sqlx::query(AssertSqlSafe(format!(
                     r#"ALTER TYPE "DesignStatus" ADD VALUE IF NOT EXISTS '{label}'"#
                 )))
                 .execute(&mut *connection)
@@ -120,16 +232,48 @@ impl PgDesignStore {
         .execute(&mut *connection)
         .await
         .map_err(StoreError::from_sqlx)?;
-        for (column, pg_type, _) in RENDER_COLUMNS {
-            // Identifiers and labels come from constants in this crate, never from input.
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                r#"ALTER TABLE "Design" ADD COLUMN IF NOT EXISTS "{column}" {pg_type}"#
+        for column in super::required_columns(self.tenant_column.as_ref()) {
+            // Names come from constants and the validated tenant column, quoted; never from input.
+            sqlx::query(AssertSqlSafe(format!(
+                r#"ALTER TABLE "Design" ADD COLUMN IF NOT EXISTS {} {}"#,
+                quoted(&column.name),
+                column.postgres_type
             )))
             .execute(&mut *connection)
             .await
             .map_err(StoreError::from_sqlx)?;
         }
         Ok(())
+    }
+
+    /// Whether `"Design"` resolves on the search path, as the worker's statements resolve it.
+    async fn table_exists(connection: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
+        sqlx::query_scalar(r#"SELECT to_regclass('"Design"') IS NOT NULL"#)
+            .fetch_one(&mut *connection)
+            .await
+            .map_err(StoreError::from_sqlx)
+    }
+
+    /// Read-only: fails with [`StoreError::MissingColumns`] when a needed column is absent.
+    async fn check_columns(&self, connection: &mut sqlx::PgConnection) -> Result<(), StoreError> {
+        if !Self::table_exists(connection).await? {
+            return Err(StoreError::Schema(
+                r#"there is no "Design" table on the search path and RUN_MIGRATIONS=false forbids creating it; apply the backend's migrations or set RUN_MIGRATIONS=auto"#
+                    .to_owned(),
+            ));
+        }
+        let existing: Vec<String> = sqlx::query_scalar(
+            r#"SELECT attname::text FROM pg_attribute
+               WHERE attrelid = to_regclass('"Design"') AND attnum > 0 AND NOT attisdropped"#,
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(StoreError::from_sqlx)?;
+        let required = super::required_columns(self.tenant_column.as_ref());
+        match super::missing_columns(&required, &existing, |column| column.postgres_type) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     fn not_found(design: &DesignId, tenant: &TenantId) -> StoreError {
@@ -147,19 +291,7 @@ impl PgDesignStore {
 #[async_trait::async_trait]
 impl DesignStore for PgDesignStore {
     async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError> {
-        let query = match self.missing {
-            MissingDesign::Create => sqlx::query(
-                r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt")
-                   VALUES ($1, $2, 'PROCESSING'::"DesignStatus", $3)
-                   ON CONFLICT ("id") DO UPDATE SET "status" = 'PROCESSING'::"DesignStatus", "updatedAt" = $3
-                   WHERE "Design"."tenantId" IS NOT DISTINCT FROM $2"#,
-            ),
-            MissingDesign::Reject => sqlx::query(
-                r#"UPDATE "Design" SET "status" = 'PROCESSING'::"DesignStatus", "updatedAt" = $3
-                   WHERE "id" = $1 AND "tenantId" = $2"#,
-            ),
-        };
-        let result = query
+        let result = sqlx::query(self.statements.mark_processing.clone())
             .bind(design.as_str())
             .bind(tenant.as_str())
             .bind(Self::now())
@@ -178,25 +310,19 @@ impl DesignStore for PgDesignStore {
         tenant: &TenantId,
         render: &CompletedRender,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            r#"UPDATE "Design" SET "status" = 'COMPLETED'::"DesignStatus", "compositeTextureUrl" = $3,
-                   "previewUrl" = $4, "highResUrl" = $5, "costTokens" = GREATEST("costTokens", $6),
-                   "costCents" = GREATEST("costCents", $7),
-                   "metadata" = COALESCE("metadata", '{}'::jsonb) || $8::jsonb, "updatedAt" = $9
-               WHERE "id" = $1 AND "tenantId" = $2"#,
-        )
-        .bind(design.as_str())
-        .bind(tenant.as_str())
-        .bind(&render.composite_texture_url)
-        .bind(&render.preview_url)
-        .bind(&render.high_res_url)
-        .bind(render.cost_tokens)
-        .bind(render.cost_cents)
-        .bind(sqlx::types::Json(&render.metadata))
-        .bind(Self::now())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        let result = sqlx::query(self.statements.mark_completed.clone())
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .bind(&render.composite_texture_url)
+            .bind(&render.preview_url)
+            .bind(&render.high_res_url)
+            .bind(render.cost_tokens)
+            .bind(render.cost_cents)
+            .bind(sqlx::types::Json(&render.metadata))
+            .bind(Self::now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         if result.rows_affected() == 0 {
             return Err(Self::not_found(design, tenant));
         }
@@ -209,21 +335,16 @@ impl DesignStore for PgDesignStore {
         tenant: &TenantId,
         failure: &FailedRender,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            r#"UPDATE "Design" SET "status" = 'FAILED'::"DesignStatus", "costTokens" = GREATEST("costTokens", $3),
-                   "costCents" = GREATEST("costCents", $4),
-                   "metadata" = COALESCE("metadata", '{}'::jsonb) || $5::jsonb, "updatedAt" = $6
-               WHERE "id" = $1 AND "tenantId" = $2"#,
-        )
-        .bind(design.as_str())
-        .bind(tenant.as_str())
-        .bind(failure.cost_tokens)
-        .bind(failure.cost_cents)
-        .bind(sqlx::types::Json(super::failure_metadata(failure)))
-        .bind(Self::now())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        let result = sqlx::query(self.statements.mark_failed.clone())
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .bind(failure.cost_tokens)
+            .bind(failure.cost_cents)
+            .bind(sqlx::types::Json(super::failure_metadata(failure)))
+            .bind(Self::now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         if result.rows_affected() == 0 {
             return Err(Self::not_found(design, tenant));
         }
@@ -237,8 +358,7 @@ impl DesignStore for PgDesignStore {
         call: &PaidCallEntry,
     ) -> Result<CostLedger, StoreError> {
         let mut transaction = self.pool.begin().await.map_err(StoreError::from_sqlx)?;
-        // FOR UPDATE serialises concurrent recorders of the same design.
-        let row = sqlx::query(r#"SELECT "metadata" FROM "Design" WHERE "id" = $1 AND "tenantId" = $2 FOR UPDATE"#)
+        let row = sqlx::query(self.statements.lock_metadata.clone())
             .bind(design.as_str())
             .bind(tenant.as_str())
             .fetch_optional(&mut *transaction)
@@ -253,35 +373,26 @@ impl DesignStore for PgDesignStore {
         let metadata: Option<sqlx::types::Json<serde_json::Value>> =
             row.try_get("metadata").map_err(StoreError::from_sqlx)?;
         let ledger = super::merge_paid_call(metadata.as_ref().map(|json| &json.0), call);
-        sqlx::query(
-            r#"UPDATE "Design" SET "costTokens" = $3, "costCents" = $4,
-                   "metadata" = jsonb_set(COALESCE("metadata", '{}'::jsonb), '{cost}', $5::jsonb, true),
-                   "updatedAt" = $6
-               WHERE "id" = $1 AND "tenantId" = $2"#,
-        )
-        .bind(design.as_str())
-        .bind(tenant.as_str())
-        .bind(ledger.cost_tokens)
-        .bind(ledger.cost_cents)
-        .bind(sqlx::types::Json(&ledger.json))
-        .bind(Self::now())
-        .execute(&mut *transaction)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        sqlx::query(self.statements.write_cost.clone())
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .bind(ledger.cost_tokens)
+            .bind(ledger.cost_cents)
+            .bind(sqlx::types::Json(&ledger.json))
+            .bind(Self::now())
+            .execute(&mut *transaction)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         transaction.commit().await.map_err(StoreError::from_sqlx)?;
         Ok(ledger)
     }
 
     async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError> {
-        let row = sqlx::query(
-            r#"SELECT "id", "tenantId", "status"::text AS "status", "compositeTextureUrl", "previewUrl",
-                      "highResUrl", "costTokens", "costCents", "metadata"
-               FROM "Design" WHERE "id" = $1"#,
-        )
-        .bind(design.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        let row = sqlx::query(self.statements.get.clone())
+            .bind(design.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         row.map(|row| {
             let status: String = row.try_get("status").map_err(StoreError::from_sqlx)?;
             let metadata: Option<sqlx::types::Json<serde_json::Value>> =

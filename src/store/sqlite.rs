@@ -1,6 +1,10 @@
 //! Embedded SQLite store for the one-shot CLI: the same `"Design"` table and column names as
 //! the PostgreSQL schema, with the status kept as checked text.
 //!
+//! `RUN_MIGRATIONS` means what it means for PostgreSQL: `auto` creates the table in a fresh file
+//! and only checks an existing one (missing columns refuse the start with
+//! [`StoreError::MissingColumns`]), `true` also adds missing columns, `false` only checks.
+//!
 //! Metadata merges copy PostgreSQL's `jsonb ||`: each top-level key of the patch replaces the
 //! stored value whole and the other keys are kept. SQLite's `json_patch` would not do: it merges
 //! nested objects key by key and deletes keys whose new value is null. The merge is spelled with
@@ -11,43 +15,134 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Connection, Row};
+use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr, SqlStr};
 
 use super::{
     CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
-    RENDER_COLUMNS, StoreError,
+    StoreError, quoted,
 };
+use crate::config::{Migrations, TenantColumn};
 use crate::job::{DesignId, TenantId};
-
-/// The stored `"metadata"` with the top-level keys of the JSON object bound at `$patch` replaced,
-/// as PostgreSQL's `COALESCE("metadata", '{}') || patch` does. A string literal, so the statement
-/// stays a constant.
-macro_rules! merged_metadata {
-    ($patch:literal) => {
-        concat!(
-            r#"(SELECT json_group_object("key", CASE "type"
-                    WHEN 'true' THEN json('true') WHEN 'false' THEN json('false')
-                    WHEN 'object' THEN json("value") WHEN 'array' THEN json("value")
-                    ELSE "value" END)
-                FROM (SELECT "key", "value", "type" FROM json_each(COALESCE("metadata", '{}'))
-                      WHERE "key" NOT IN (SELECT "key" FROM json_each(json("#,
-            $patch,
-            r#")))
-                      UNION ALL SELECT "key", "value", "type" FROM json_each(json("#,
-            $patch,
-            r#"))))"#
-        )
-    };
-}
 
 pub struct SqliteDesignStore {
     pool: SqlitePool,
-    missing: MissingDesign,
+    statements: Statements,
+}
+
+/// Settings of [`SqliteDesignStore::open_with`].
+pub struct SqliteSettings<'a> {
+    /// The database file, created when missing.
+    pub path: &'a Path,
+    /// The column holding the owning tenant (`DESIGN_TENANT_COLUMN`); `None`: rows are matched
+    /// by id only.
+    pub tenant_column: Option<TenantColumn>,
+    /// What opening may do to the schema (`RUN_MIGRATIONS`).
+    pub migrations: Migrations,
+}
+
+/// Every statement whose text depends on the tenant column. `?1` is always the design id and
+/// `?2` the job's tenant; without a tenant column the ownership test is `TRUE` and `?2` is bound
+/// but unused, which keeps the binds the same in both modes.
+struct Statements {
+    mark_processing: SqlStr,
+    mark_completed: SqlStr,
+    mark_failed: SqlStr,
+    read_metadata: SqlStr,
+    write_cost: SqlStr,
+    get: SqlStr,
+}
+
+impl Statements {
+    fn new(tenant_column: Option<&TenantColumn>, missing: MissingDesign) -> Self {
+        let column = tenant_column.map(|column| quoted(column.as_str()));
+        let owned = match &column {
+            Some(column) => format!("{column} IS ?2"),
+            None => "TRUE".to_owned(),
+        };
+        let mark_processing = match (missing, &column) {
+            (MissingDesign::Create, Some(column)) => format!(
+                r#"INSERT INTO "Design" ("id", {column}, "status", "updatedAt") VALUES (?1, ?2, 'PROCESSING', ?3)
+                   ON CONFLICT ("id") DO UPDATE SET "status" = 'PROCESSING', "updatedAt" = ?3
+                   WHERE "Design".{column} IS ?2"#
+            ),
+            (MissingDesign::Create, None) => {
+                r#"INSERT INTO "Design" ("id", "status", "updatedAt") VALUES (?1, 'PROCESSING', ?3)
+                   ON CONFLICT ("id") DO UPDATE SET "status" = 'PROCESSING', "updatedAt" = ?3"#
+                    .to_owned()
+            }
+            (MissingDesign::Reject, _) => {
+                format!(r#"UPDATE "Design" SET "status" = 'PROCESSING', "updatedAt" = ?3 WHERE "id" = ?1 AND {owned}"#)
+            }
+        };
+        let tenant_read = column.as_deref().unwrap_or("NULL");
+        Self {
+            mark_processing: sql(mark_processing),
+            // A completed render drops the `error` a failed attempt left, then merges its own keys.
+            mark_completed: sql(format!(
+                r#"UPDATE "Design" SET "status" = 'COMPLETED', "compositeTextureUrl" = ?3, "previewUrl" = ?4,
+                       "highResUrl" = ?5, "costTokens" = MAX("costTokens", ?6), "costCents" = MAX("costCents", ?7),
+                       "metadata" = {}, "updatedAt" = ?9
+                   WHERE "id" = ?1 AND {owned}"#,
+                merged_metadata(r#"json_remove(COALESCE("metadata", '{}'), '$.error')"#, "?8")
+            )),
+            mark_failed: sql(format!(
+                r#"UPDATE "Design" SET "status" = 'FAILED', "costTokens" = MAX("costTokens", ?3),
+                       "costCents" = MAX("costCents", ?4), "metadata" = {}, "updatedAt" = ?6
+                   WHERE "id" = ?1 AND {owned}"#,
+                merged_metadata(r#"COALESCE("metadata", '{}')"#, "?5")
+            )),
+            read_metadata: sql(format!(
+                r#"SELECT "metadata" FROM "Design" WHERE "id" = ?1 AND {owned}"#
+            )),
+            write_cost: sql(format!(
+                r#"UPDATE "Design" SET "costTokens" = ?3, "costCents" = ?4,
+                       "metadata" = json_set(COALESCE("metadata", '{{}}'), '$.cost', json(?5)), "updatedAt" = ?6
+                   WHERE "id" = ?1 AND {owned}"#
+            )),
+            get: sql(format!(
+                r#"SELECT "id", {tenant_read} AS "tenantId", "status", "compositeTextureUrl", "previewUrl",
+                          "highResUrl", "costTokens", "costCents", "metadata"
+                   FROM "Design" WHERE "id" = ?1"#
+            )),
+        }
+    }
+}
+
+/// The JSON object `base` with the top-level keys of the JSON object bound at `patch` replaced,
+/// as PostgreSQL's `base || patch` does.
+fn merged_metadata(base: &str, patch: &str) -> String {
+    format!(
+        r#"(SELECT json_group_object("key", CASE "type"
+                WHEN 'true' THEN json('true') WHEN 'false' THEN json('false')
+                WHEN 'object' THEN json("value") WHEN 'array' THEN json("value")
+                ELSE "value" END)
+            FROM (SELECT "key", "value", "type" FROM json_each({base})
+                  WHERE "key" NOT IN (SELECT "key" FROM json_each(json({patch})))
+                  UNION ALL SELECT "key", "value", "type" FROM json_each(json({patch}))))"#
+    )
+}
+
+/// Statement text composed from constants and the validated, quoted tenant column only. Shared
+/// (`Arc`), so handing it to each query does not copy it.
+fn sql(text: String) -> SqlStr {
+    AssertSqlSafe(std::sync::Arc::<str>::from(text)).into_sql_str()
 }
 
 impl SqliteDesignStore {
-    /// Opens (creating if needed) the database file and brings the schema up to date.
+    /// Opens (creating if needed) the database file with the default tenant column (`tenantId`)
+    /// and `RUN_MIGRATIONS=auto`.
     pub async fn open(path: &Path, missing: MissingDesign) -> Result<Self, StoreError> {
+        let settings = SqliteSettings {
+            path,
+            tenant_column: Some(TenantColumn::default()),
+            migrations: Migrations::Auto,
+        };
+        Self::open_with(settings, missing).await
+    }
+
+    /// Opens (creating if needed) the database file and applies `settings.migrations`.
+    pub async fn open_with(settings: SqliteSettings<'_>, missing: MissingDesign) -> Result<Self, StoreError> {
+        let path = settings.path;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", parent.display())))?;
@@ -62,50 +157,80 @@ impl SqliteDesignStore {
         let mut connection = SqliteConnection::connect_with(&options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        Self::migrate(&mut connection).await?;
+        let migrated = Self::migrate(&mut connection, &settings).await;
         connection.close().await.map_err(StoreError::from_sqlx)?;
+        migrated?;
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
             .map_err(StoreError::from_sqlx)?;
-        Ok(Self { pool, missing })
+        Ok(Self {
+            pool,
+            statements: Statements::new(settings.tenant_column.as_ref(), missing),
+        })
     }
 
-    /// Creates the table when missing, then adds any missing render column. Never drops,
-    /// renames or rewrites anything.
-    async fn migrate(connection: &mut SqliteConnection) -> Result<(), StoreError> {
-        sqlx::query(
-            r#"CREATE TABLE IF NOT EXISTS "Design" (
-                "id" TEXT NOT NULL PRIMARY KEY,
-                "status" TEXT NOT NULL DEFAULT 'PENDING'
-                    CHECK ("status" IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED')),
-                "createdAt" TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-                "updatedAt" TEXT NOT NULL
-            )"#,
+    /// Creates the table in a fresh file (`auto`, `true`), adds missing columns to an existing
+    /// one (`true` only), then checks that every needed column exists. Never drops, renames or
+    /// rewrites anything.
+    async fn migrate(connection: &mut SqliteConnection, settings: &SqliteSettings<'_>) -> Result<(), StoreError> {
+        let table_exists: bool = sqlx::query_scalar(
+            r#"SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE "type" = 'table' AND "name" = 'Design')"#,
         )
-        .execute(&mut *connection)
+        .fetch_one(&mut *connection)
         .await
         .map_err(StoreError::from_sqlx)?;
-        let existing: Vec<String> = sqlx::query(r#"SELECT "name" FROM pragma_table_info('Design')"#)
-            .fetch_all(&mut *connection)
-            .await
-            .map_err(StoreError::from_sqlx)?
-            .iter()
-            .map(|row| row.get::<String, _>(0))
-            .collect();
-        for (column, _, sqlite_type) in RENDER_COLUMNS {
-            if !existing.iter().any(|name| name == column) {
-                // Identifiers and labels come from constants in this crate, never from input.
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    r#"ALTER TABLE "Design" ADD COLUMN "{column}" {sqlite_type}"#
+        let required = super::required_columns(settings.tenant_column.as_ref());
+        match (table_exists, settings.migrations) {
+            (false, Migrations::Off) => {
+                return Err(StoreError::Schema(format!(
+                    r#"{} has no "Design" table and RUN_MIGRATIONS=false forbids creating it; set RUN_MIGRATIONS=auto"#,
+                    settings.path.display()
+                )));
+            }
+            (false, Migrations::Auto | Migrations::Add) => {
+                sqlx::query(
+                    r#"CREATE TABLE "Design" (
+                        "id" TEXT NOT NULL PRIMARY KEY,
+                        "status" TEXT NOT NULL DEFAULT 'PENDING'
+                            CHECK ("status" IN ('PENDING', 'PROCESSING', 'COMPLETED', 'FAILED')),
+                        "createdAt" TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                        "updatedAt" TEXT NOT NULL
+                    )"#,
+                )
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            }
+            (true, _) => {}
+        }
+        let existing = Self::columns(connection).await?;
+        if !table_exists || settings.migrations == Migrations::Add {
+            for column in required.iter().filter(|column| !existing.contains(&column.name)) {
+                // Names come from constants and the validated tenant column, quoted; never from input.
+                sqlx::query(AssertSqlSafe(format!(
+                    r#"ALTER TABLE "Design" ADD COLUMN {} {}"#,
+                    quoted(&column.name),
+                    column.sqlite_type
                 )))
                 .execute(&mut *connection)
                 .await
                 .map_err(StoreError::from_sqlx)?;
             }
         }
-        Ok(())
+        let existing = Self::columns(connection).await?;
+        match super::missing_columns(&required, &existing, |column| column.sqlite_type) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    async fn columns(connection: &mut SqliteConnection) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(r#"SELECT "name" FROM pragma_table_info('Design')"#)
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(StoreError::from_sqlx)
     }
 
     fn now() -> String {
@@ -123,22 +248,13 @@ impl SqliteDesignStore {
 #[async_trait::async_trait]
 impl DesignStore for SqliteDesignStore {
     async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError> {
-        let result = match self.missing {
-            MissingDesign::Create => sqlx::query(
-                r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt") VALUES (?1, ?2, 'PROCESSING', ?3)
-                   ON CONFLICT ("id") DO UPDATE SET "status" = 'PROCESSING', "updatedAt" = ?3
-                   WHERE "Design"."tenantId" IS ?2"#,
-            ),
-            MissingDesign::Reject => sqlx::query(
-                r#"UPDATE "Design" SET "status" = 'PROCESSING', "updatedAt" = ?3 WHERE "id" = ?1 AND "tenantId" IS ?2"#,
-            ),
-        }
-        .bind(design.as_str())
-        .bind(tenant.as_str())
-        .bind(Self::now())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        let result = sqlx::query(self.statements.mark_processing.clone())
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .bind(Self::now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         if result.rows_affected() == 0 {
             return Err(Self::not_found(design, tenant));
         }
@@ -151,27 +267,19 @@ impl DesignStore for SqliteDesignStore {
         tenant: &TenantId,
         render: &CompletedRender,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(concat!(
-            r#"UPDATE "Design" SET "status" = 'COMPLETED', "compositeTextureUrl" = ?3, "previewUrl" = ?4,
-                   "highResUrl" = ?5, "costTokens" = MAX("costTokens", ?6), "costCents" = MAX("costCents", ?7),
-                   "metadata" = "#,
-            merged_metadata!("?8"),
-            r#",
-                   "updatedAt" = ?9
-               WHERE "id" = ?1 AND "tenantId" IS ?2"#,
-        ))
-        .bind(design.as_str())
-        .bind(tenant.as_str())
-        .bind(&render.composite_texture_url)
-        .bind(&render.preview_url)
-        .bind(&render.high_res_url)
-        .bind(render.cost_tokens)
-        .bind(render.cost_cents)
-        .bind(render.metadata.to_string())
-        .bind(Self::now())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        let result = sqlx::query(self.statements.mark_completed.clone())
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .bind(&render.composite_texture_url)
+            .bind(&render.preview_url)
+            .bind(&render.high_res_url)
+            .bind(render.cost_tokens)
+            .bind(render.cost_cents)
+            .bind(render.metadata.to_string())
+            .bind(Self::now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         if result.rows_affected() == 0 {
             return Err(Self::not_found(design, tenant));
         }
@@ -184,24 +292,16 @@ impl DesignStore for SqliteDesignStore {
         tenant: &TenantId,
         failure: &FailedRender,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(concat!(
-            r#"UPDATE "Design" SET "status" = 'FAILED', "costTokens" = MAX("costTokens", ?3),
-                   "costCents" = MAX("costCents", ?4),
-                   "metadata" = "#,
-            merged_metadata!("?5"),
-            r#",
-                   "updatedAt" = ?6
-               WHERE "id" = ?1 AND "tenantId" IS ?2"#,
-        ))
-        .bind(design.as_str())
-        .bind(tenant.as_str())
-        .bind(failure.cost_tokens)
-        .bind(failure.cost_cents)
-        .bind(super::failure_metadata(failure).to_string())
-        .bind(Self::now())
-        .execute(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        let result = sqlx::query(self.statements.mark_failed.clone())
+            .bind(design.as_str())
+            .bind(tenant.as_str())
+            .bind(failure.cost_tokens)
+            .bind(failure.cost_cents)
+            .bind(super::failure_metadata(failure).to_string())
+            .bind(Self::now())
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         if result.rows_affected() == 0 {
             return Err(Self::not_found(design, tenant));
         }
@@ -222,7 +322,7 @@ impl DesignStore for SqliteDesignStore {
             .await
             .map_err(StoreError::from_sqlx)?;
         let result = async {
-            let row = sqlx::query(r#"SELECT "metadata" FROM "Design" WHERE "id" = ?1 AND "tenantId" IS ?2"#)
+            let row = sqlx::query(self.statements.read_metadata.clone())
                 .bind(design.as_str())
                 .bind(tenant.as_str())
                 .fetch_optional(&mut *connection)
@@ -232,20 +332,16 @@ impl DesignStore for SqliteDesignStore {
             let metadata: Option<String> = row.try_get("metadata").map_err(StoreError::from_sqlx)?;
             let metadata = metadata.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
             let ledger = super::merge_paid_call(metadata.as_ref(), call);
-            sqlx::query(
-                r#"UPDATE "Design" SET "costTokens" = ?3, "costCents" = ?4,
-                       "metadata" = json_set(COALESCE("metadata", '{}'), '$.cost', json(?5)), "updatedAt" = ?6
-                   WHERE "id" = ?1 AND "tenantId" IS ?2"#,
-            )
-            .bind(design.as_str())
-            .bind(tenant.as_str())
-            .bind(ledger.cost_tokens)
-            .bind(ledger.cost_cents)
-            .bind(ledger.json.to_string())
-            .bind(Self::now())
-            .execute(&mut *connection)
-            .await
-            .map_err(StoreError::from_sqlx)?;
+            sqlx::query(self.statements.write_cost.clone())
+                .bind(design.as_str())
+                .bind(tenant.as_str())
+                .bind(ledger.cost_tokens)
+                .bind(ledger.cost_cents)
+                .bind(ledger.json.to_string())
+                .bind(Self::now())
+                .execute(&mut *connection)
+                .await
+                .map_err(StoreError::from_sqlx)?;
             Ok(ledger)
         }
         .await;
@@ -258,15 +354,11 @@ impl DesignStore for SqliteDesignStore {
     }
 
     async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError> {
-        let row = sqlx::query(
-            r#"SELECT "id", "tenantId", "status", "compositeTextureUrl", "previewUrl", "highResUrl",
-                      "costTokens", "costCents", "metadata"
-               FROM "Design" WHERE "id" = ?1"#,
-        )
-        .bind(design.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(StoreError::from_sqlx)?;
+        let row = sqlx::query(self.statements.get.clone())
+            .bind(design.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
         row.map(|row| {
             let status: String = row.try_get("status").map_err(StoreError::from_sqlx)?;
             let metadata: Option<String> = row.try_get("metadata").map_err(StoreError::from_sqlx)?;
@@ -357,6 +449,52 @@ mod tests {
             reopened.mark_processing(&unknown, &tenant).await,
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn auto_creates_a_fresh_file_but_only_checks_an_existing_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let settings = |migrations| SqliteSettings {
+            path: &path,
+            tenant_column: Some(TenantColumn::default()),
+            migrations,
+        };
+        drop(
+            SqliteDesignStore::open_with(settings(Migrations::Auto), MissingDesign::Create)
+                .await
+                .unwrap(),
+        );
+        let mut connection = SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query(r#"ALTER TABLE "Design" DROP COLUMN "costCents""#)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+        let before = SqliteDesignStore::columns(&mut connection).await.unwrap();
+
+        for migrations in [Migrations::Auto, Migrations::Off] {
+            match SqliteDesignStore::open_with(settings(migrations), MissingDesign::Create).await {
+                Err(StoreError::MissingColumns { columns, statements }) => {
+                    assert_eq!(columns, ["costCents"]);
+                    assert_eq!(
+                        statements,
+                        [r#"ALTER TABLE "Design" ADD COLUMN "costCents" INTEGER NOT NULL DEFAULT 0;"#]
+                    );
+                }
+                other => panic!(
+                    "{migrations:?}: expected MissingColumns, got {:?}",
+                    other.map(|_| "a store")
+                ),
+            }
+            assert_eq!(SqliteDesignStore::columns(&mut connection).await.unwrap(), before);
+        }
+        SqliteDesignStore::open_with(settings(Migrations::Add), MissingDesign::Create)
+            .await
+            .unwrap();
+        let after = SqliteDesignStore::columns(&mut connection).await.unwrap();
+        assert!(after.iter().any(|name| name == "costCents"), "{after:?}");
     }
 
     #[tokio::test]

@@ -2,8 +2,11 @@
 //!
 //! The port has no insert (the backend creates rows), so each adapter's fixture implements
 //! [`DesignStoreUnderTest::insert_pending`] its own way. Every test gets a store of its own: a
-//! fresh map, a fresh SQLite file or a fresh PostgreSQL schema.
+//! fresh map, a fresh SQLite file or a fresh PostgreSQL schema, created by the store's `auto`
+//! migrations with the test's tenant column (`DESIGN_TENANT_COLUMN`): `tenantId` unless the
+//! test names another, or none.
 
+use design_render::config::TenantColumn;
 use design_render::error_code::ErrorCode;
 use design_render::job::{DesignId, TenantId};
 use design_render::store::{
@@ -16,8 +19,18 @@ use serde_json::{Value, json};
 pub trait DesignStoreUnderTest: Send + Sync {
     fn store(&self) -> &dyn DesignStore;
 
-    /// Creates a PENDING row owned by `tenant`, as the backend does before it enqueues a job.
+    /// Creates a PENDING row owned by `tenant` (in the store's tenant column; with none, a row
+    /// without an owner), as the backend does before it enqueues a job.
     async fn insert_pending(&self, design: &DesignId, tenant: &TenantId);
+
+    /// What the store's tenant column holds for `design`, read past the store (raw SQL on the
+    /// configured column name); `None` for no row, no owner or no column.
+    async fn stored_owner(&self, design: &DesignId) -> Option<String>;
+}
+
+/// `DESIGN_TENANT_COLUMN` as the configuration reads it: empty means no ownership check.
+fn tenant_column(name: &str) -> Option<TenantColumn> {
+    (!name.is_empty()).then(|| TenantColumn::parse(name).expect("valid tenant column"))
 }
 
 fn design(id: &str) -> DesignId {
@@ -437,6 +450,132 @@ pub async fn failure_stores_the_error_and_keeps_cost_and_other_metadata(subject:
     assert_eq!((second.cost_tokens, second.cost_cents), (4_270, 17));
 }
 
+pub async fn completion_clears_the_error_of_an_earlier_failure(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-retried"), tenant("tenant-a"));
+    processing(subject, &id, &owner).await;
+    let ledger = subject
+        .store()
+        .record_paid_call(&id, &owner, &paid_call("openai:req_0", 10, 100))
+        .await
+        .expect("paid call");
+    let attempts = json!([{"provider": "openai", "outcome": "provider_unavailable"}]);
+    subject
+        .store()
+        .mark_failed(
+            &id,
+            &owner,
+            &failed(ErrorCode::ProviderUnavailable, 0, 0, Some(attempts.clone())),
+        )
+        .await
+        .expect("failed");
+    assert!(
+        row(subject, &id)
+            .await
+            .metadata
+            .expect("metadata")
+            .get("error")
+            .is_some()
+    );
+
+    // A later run of the same design succeeds: the old reason must not outlive it.
+    subject.store().mark_processing(&id, &owner).await.expect("re-run");
+    subject
+        .store()
+        .mark_completed(&id, &owner, &completed(10, 1, json!({"provider": "builtin"})))
+        .await
+        .expect("completed");
+    let done = row(subject, &id).await;
+    assert_eq!(done.status, DesignStatus::Completed);
+    assert_eq!(
+        done.metadata,
+        Some(json!({
+            "cost": ledger.json,
+            "providerAttempts": attempts,
+            "provider": "builtin",
+        }))
+    );
+}
+
+/// For a store built with `MissingDesign::Create`: the created row's owner is written to the
+/// configured tenant column itself.
+pub async fn create_mode_writes_the_owner_to_the_tenant_column(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner) = (design("d-created"), tenant("tenant-a"));
+    subject.store().mark_processing(&id, &owner).await.expect("created");
+    assert_eq!(subject.stored_owner(&id).await.as_deref(), Some("tenant-a"));
+    assert_eq!(row(subject, &id).await.tenant_id.as_deref(), Some("tenant-a"));
+}
+
+/// For a store without a tenant column: the queue is trusted, so any tenant's job writes the
+/// row with the job's design id, and rows read back without an owner.
+pub async fn without_a_tenant_column_rows_are_matched_by_id_only(subject: &dyn DesignStoreUnderTest) {
+    let (id, owner, other) = (design("d-shared"), tenant("tenant-a"), tenant("tenant-b"));
+    subject.insert_pending(&id, &owner).await;
+    assert_eq!(row(subject, &id).await.tenant_id, None, "there is no column to read");
+    let store = subject.store();
+    store
+        .mark_processing(&id, &other)
+        .await
+        .expect("any tenant takes the row");
+    assert_eq!(row(subject, &id).await.status, DesignStatus::Processing);
+    let ledger = store
+        .record_paid_call(&id, &other, &paid_call("openai:req_0", 10, 100))
+        .await
+        .expect("any tenant records a call");
+    store
+        .mark_failed(&id, &owner, &failed(ErrorCode::ProviderUnavailable, 0, 0, None))
+        .await
+        .expect("any tenant fails the row");
+    assert_eq!(row(subject, &id).await.status, DesignStatus::Failed);
+    store
+        .mark_completed(&id, &other, &completed(10, 1, json!({"provider": "builtin"})))
+        .await
+        .expect("any tenant completes the row");
+    assert_eq!(
+        row(subject, &id).await,
+        DesignRow {
+            id: "d-shared".into(),
+            tenant_id: None,
+            status: DesignStatus::Completed,
+            composite_texture_url: Some("memory://blobs/c.png".into()),
+            preview_url: Some("memory://blobs/p.png".into()),
+            high_res_url: Some("memory://blobs/h.png".into()),
+            cost_tokens: 10,
+            cost_cents: 1,
+            metadata: Some(json!({"cost": ledger.json, "provider": "builtin"})),
+        }
+    );
+
+    // Matching by id still needs the id: a design nobody created is refused and not created.
+    let missing = design("d-nobody");
+    assert_not_found(
+        store.mark_processing(&missing, &owner).await,
+        &missing,
+        &owner,
+        "mark_processing",
+    );
+    assert_writes_are_not_found(store, &missing, &owner).await;
+    assert_eq!(store.get(&missing).await.expect("get"), None);
+}
+
+/// For a store built with `MissingDesign::Create` and no tenant column: the row is created
+/// without an owner and any tenant's job then writes it.
+pub async fn create_mode_without_a_tenant_column_creates_a_row_without_an_owner(subject: &dyn DesignStoreUnderTest) {
+    let (id, first, second) = (design("d-created"), tenant("tenant-a"), tenant("tenant-b"));
+    let store = subject.store();
+    store.mark_processing(&id, &first).await.expect("created");
+    let created = row(subject, &id).await;
+    assert_eq!((created.tenant_id, created.status), (None, DesignStatus::Processing));
+    store
+        .mark_completed(&id, &first, &completed(1, 1, json!({})))
+        .await
+        .expect("completed");
+    store
+        .mark_processing(&id, &second)
+        .await
+        .expect("another tenant re-runs it");
+    assert_eq!(row(subject, &id).await.status, DesignStatus::Processing);
+}
+
 /// For a store built with `MissingDesign::Reject`.
 pub async fn reject_mode_refuses_a_missing_row(subject: &dyn DesignStoreUnderTest) {
     let (id, owner) = (design("d-missing"), tenant("tenant-a"));
@@ -485,11 +624,15 @@ pub async fn an_unknown_id_reads_as_none(subject: &dyn DesignStoreUnderTest) {
     assert_eq!(subject.store().get(&design("d-unknown")).await.expect("get"), None);
 }
 
-/// One test per suite function and mode for an adapter module that defines
-/// `async fn open(MissingDesign) -> impl DesignStoreUnderTest`; the fixture cleans up in `Drop`.
+/// One test per suite function, mode and tenant column (`in "name"`; `tenantId` when not given,
+/// `""` for none) for an adapter module that defines
+/// `async fn open(MissingDesign, Option<TenantColumn>) -> impl DesignStoreUnderTest`; the
+/// fixture cleans up in `Drop`.
 macro_rules! design_store_conformance {
     (@call $test:ident) => { super::$test };
     (@call $test:ident $suite:ident) => { super::$suite };
+    (@column) => { "tenantId" };
+    (@column $column:literal) => { $column };
     () => {
         design_store_conformance! {
             pending_row_moves_to_processing_then_completed: Reject,
@@ -501,16 +644,27 @@ macro_rules! design_store_conformance {
             cost_is_never_lowered_by_completion_or_failure: Reject,
             completion_replaces_top_level_metadata_keys_and_keeps_the_others: Reject,
             failure_stores_the_error_and_keeps_cost_and_other_metadata: Reject,
+            completion_clears_the_error_of_an_earlier_failure: Reject,
             reject_mode_refuses_a_missing_row: Reject,
             create_mode_creates_a_missing_row_for_the_tenant: Create,
             an_unknown_id_reads_as_none: Reject,
+            a_custom_tenant_column_owns_the_row
+                => pending_row_moves_to_processing_then_completed: Reject in "organizationId",
+            a_custom_tenant_column_refuses_another_tenant
+                => another_tenants_row_is_not_found_and_left_unchanged: Reject in "organizationId",
+            create_mode_writes_the_owner_to_the_tenant_column: Create,
+            a_custom_tenant_column_is_written_when_a_row_is_created
+                => create_mode_writes_the_owner_to_the_tenant_column: Create in "organizationId",
+            without_a_tenant_column_rows_are_matched_by_id_only: Reject in "",
+            create_mode_without_a_tenant_column_creates_a_row_without_an_owner: Create in "",
         }
     };
-    ($($test:ident $(=> $suite:ident)?: $mode:ident),* $(,)?) => {
+    ($($test:ident $(=> $suite:ident)?: $mode:ident $(in $column:literal)?),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $test() {
-                let subject = open(MissingDesign::$mode).await;
+                let column = super::tenant_column(design_store_conformance!(@column $($column)?));
+                let subject = open(MissingDesign::$mode, column).await;
                 design_store_conformance!(@call $test $($suite)?)(&subject).await;
             }
         )*
@@ -518,6 +672,7 @@ macro_rules! design_store_conformance {
 }
 
 mod memory {
+    use design_render::config::TenantColumn;
     use design_render::job::{DesignId, TenantId};
     use design_render::store::memory::MemoryDesignStore;
     use design_render::store::{DesignStore, MissingDesign};
@@ -535,18 +690,24 @@ mod memory {
         async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
             self.0.insert_pending(design, tenant);
         }
+
+        async fn stored_owner(&self, design: &DesignId) -> Option<String> {
+            let row = self.0.get(design).await.expect("get");
+            row.and_then(|row| row.tenant_id)
+        }
     }
 
-    async fn open(missing: MissingDesign) -> Memory {
-        Memory(MemoryDesignStore::new(missing))
+    async fn open(missing: MissingDesign, tenant_column: Option<TenantColumn>) -> Memory {
+        Memory(MemoryDesignStore::with_tenant_column(missing, tenant_column.as_ref()))
     }
 
     design_store_conformance!();
 }
 
 mod sqlite {
+    use design_render::config::{Migrations, TenantColumn};
     use design_render::job::{DesignId, TenantId};
-    use design_render::store::sqlite::SqliteDesignStore;
+    use design_render::store::sqlite::{SqliteDesignStore, SqliteSettings};
     use design_render::store::{DesignStore, MissingDesign};
 
     use super::DesignStoreUnderTest;
@@ -555,6 +716,7 @@ mod sqlite {
     struct Sqlite {
         store: SqliteDesignStore,
         seed: sqlx::SqlitePool,
+        tenant_column: Option<TenantColumn>,
         _dir: tempfile::TempDir,
     }
 
@@ -565,33 +727,63 @@ mod sqlite {
         }
 
         async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
-            sqlx::query(
-                r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt")
-                   VALUES (?1, ?2, 'PENDING', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"#,
-            )
+            // Without a tenant column `?2` is bound but unused.
+            let owner = match &self.tenant_column {
+                Some(column) => format!(r#", "{}""#, column.as_str()),
+                None => String::new(),
+            };
+            let owner_value = if self.tenant_column.is_some() { ", ?2" } else { "" };
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                r#"INSERT INTO "Design" ("id", "status", "updatedAt"{owner})
+                   VALUES (?1, 'PENDING', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'){owner_value})"#
+            )))
             .bind(design.as_str())
             .bind(tenant.as_str())
             .execute(&self.seed)
             .await
             .expect("insert pending design");
         }
+
+        async fn stored_owner(&self, design: &DesignId) -> Option<String> {
+            let column = self.tenant_column.as_ref()?;
+            let statement = format!(r#"SELECT "{}" FROM "Design" WHERE "id" = ?1"#, column.as_str());
+            sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+                .bind(design.as_str())
+                .fetch_optional(&self.seed)
+                .await
+                .expect("read the tenant column")
+                .flatten()
+        }
     }
 
-    async fn open(missing: MissingDesign) -> Sqlite {
+    async fn open(missing: MissingDesign, tenant_column: Option<TenantColumn>) -> Sqlite {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("designs.sqlite");
-        let store = SqliteDesignStore::open(&path, missing).await.expect("open sqlite");
+        let settings = SqliteSettings {
+            path: &path,
+            tenant_column: tenant_column.clone(),
+            migrations: Migrations::Auto,
+        };
+        let store = SqliteDesignStore::open_with(settings, missing)
+            .await
+            .expect("open sqlite");
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&path)
             .busy_timeout(std::time::Duration::from_secs(5));
         let seed = sqlx::SqlitePool::connect_with(options).await.expect("seed pool");
-        Sqlite { store, seed, _dir: dir }
+        Sqlite {
+            store,
+            seed,
+            tenant_column,
+            _dir: dir,
+        }
     }
 
     design_store_conformance!();
 }
 
 mod postgres {
+    use design_render::config::TenantColumn;
     use design_render::job::{DesignId, TenantId};
     use design_render::store::{DesignStore, MissingDesign};
 
@@ -607,11 +799,15 @@ mod postgres {
         async fn insert_pending(&self, design: &DesignId, tenant: &TenantId) {
             self.insert_design(design.as_str(), tenant.as_str()).await;
         }
+
+        async fn stored_owner(&self, design: &DesignId) -> Option<String> {
+            PgSchema::stored_owner(self, design.as_str()).await
+        }
     }
 
     /// A store on a fresh schema of its own, dropped with the fixture.
-    async fn open(missing: MissingDesign) -> PgSchema {
-        PgSchema::with_missing(missing).await
+    async fn open(missing: MissingDesign, tenant_column: Option<TenantColumn>) -> PgSchema {
+        PgSchema::with_tenant_column(missing, tenant_column).await
     }
 
     design_store_conformance!();

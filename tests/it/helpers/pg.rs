@@ -4,6 +4,7 @@
 //! `Drop` cannot await, so the drop runs on a thread of its own with a one-off runtime and
 //! connection; it never touches another test's schema or the shared database itself.
 
+use design_render::config::{Migrations, TenantColumn};
 use design_render::job::DesignId;
 use design_render::store::postgres::{PgDesignStore, PgSettings};
 use design_render::store::{DesignRow, DesignStore, MissingDesign};
@@ -67,6 +68,9 @@ pub async fn create_schema(label: &str) -> (sqlx::PgPool, SchemaGuard) {
 pub struct PgSchema {
     pub name: String,
     pub store: PgDesignStore,
+    /// The column [`insert_design`](Self::insert_design) writes the owner to; `None` when the
+    /// store checks no ownership.
+    tenant_column: Option<TenantColumn>,
     /// Declared last: fields drop in order, so the store's pool goes before the schema.
     _guard: SchemaGuard,
 }
@@ -78,6 +82,12 @@ impl PgSchema {
     }
 
     pub async fn with_missing(missing: MissingDesign) -> Self {
+        Self::with_tenant_column(missing, Some(TenantColumn::default())).await
+    }
+
+    /// A store whose rows are owned through `tenant_column` (`None`: matched by id only), on a
+    /// schema its `auto` migrations create.
+    pub async fn with_tenant_column(missing: MissingDesign, tenant_column: Option<TenantColumn>) -> Self {
         let (admin, guard) = create_schema("dr_test").await;
         admin.close().await;
         let store = PgDesignStore::connect(
@@ -85,7 +95,8 @@ impl PgSchema {
                 url: PG_URL,
                 schema: Some(guard.name()),
                 max_connections: 2,
-                run_migrations: true,
+                tenant_column: tenant_column.clone(),
+                migrations: Migrations::Auto,
             },
             missing,
         )
@@ -94,6 +105,7 @@ impl PgSchema {
         Self {
             name: guard.name().to_owned(),
             store,
+            tenant_column,
             _guard: guard,
         }
     }
@@ -103,16 +115,36 @@ impl PgSchema {
         format!("{PG_URL}?schema={}", self.name)
     }
 
-    /// Inserts a PENDING row, as the backend does before it enqueues a job.
+    /// Inserts a PENDING row owned by `tenant` (in the store's tenant column, if it has one), as
+    /// the backend does before it enqueues a job.
     pub async fn insert_design(&self, id: &str, tenant: &str) {
-        sqlx::query(
-            r#"INSERT INTO "Design" ("id", "tenantId", "status", "updatedAt") VALUES ($1, $2, 'PENDING', now())"#,
-        )
-        .bind(id)
-        .bind(tenant)
-        .execute(self.store.pool())
-        .await
-        .expect("insert design");
+        let statement = match &self.tenant_column {
+            Some(column) => format!(
+                r#"INSERT INTO "Design" ("id", "{}", "status", "updatedAt") VALUES ($1, $2, 'PENDING', now())"#,
+                column.as_str()
+            ),
+            None => r#"INSERT INTO "Design" ("id", "status", "updatedAt") VALUES ($1, 'PENDING', now())"#.to_owned(),
+        };
+        let query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(id);
+        let query = if self.tenant_column.is_some() {
+            query.bind(tenant)
+        } else {
+            query
+        };
+        query.execute(self.store.pool()).await.expect("insert design");
+    }
+
+    /// What the tenant column holds for row `id`, read with raw SQL on the configured column;
+    /// `None` for no row, no owner or no column.
+    pub async fn stored_owner(&self, id: &str) -> Option<String> {
+        let column = self.tenant_column.as_ref()?;
+        let statement = format!(r#"SELECT "{}" FROM "Design" WHERE "id" = $1"#, column.as_str());
+        sqlx::query_scalar(sqlx::AssertSqlSafe(statement))
+            .bind(id)
+            .fetch_optional(self.store.pool())
+            .await
+            .expect("read the tenant column")
+            .flatten()
     }
 
     pub async fn design(&self, id: &str) -> DesignRow {

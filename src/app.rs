@@ -47,7 +47,7 @@ impl ConfigurationError {
             cause.is::<ConfigurationError>()
                 || matches!(
                     cause.downcast_ref::<crate::store::StoreError>(),
-                    Some(crate::store::StoreError::Schema(_))
+                    Some(crate::store::StoreError::Schema(_) | crate::store::StoreError::MissingColumns { .. })
                 )
         })
     }

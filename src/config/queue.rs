@@ -48,6 +48,10 @@ pub struct QueueConfig {
     pub lock_duration: Duration,
     /// How often stalled jobs are looked for (`QUEUE_STALLED_INTERVAL_MS`, default 30000).
     pub stalled_interval: Duration,
+    /// How long an idle worker's blocking fetch waits for a job before asking again
+    /// (`QUEUE_DRAIN_DELAY_SECONDS`, default 5 as in BullMQ, 1..=300). A stopping worker may
+    /// wait this long for its fetch to return, so short values stop faster on Redis Cluster.
+    pub drain_delay: Duration,
     /// Signed webhook for render events: set exactly when `WEBHOOK_ENABLED=true`, which then
     /// requires `WEBHOOK_URL` and `WEBHOOK_SECRET`.
     pub webhook: Option<WebhookConfig>,
@@ -173,6 +177,7 @@ impl Default for QueueConfig {
             shutdown_grace: Duration::from_secs(30),
             lock_duration: Duration::from_secs(30),
             stalled_interval: Duration::from_secs(30),
+            drain_delay: Duration::from_secs(5),
             webhook: None,
         }
     }
@@ -213,6 +218,11 @@ impl QueueConfig {
             shutdown_grace: seconds("SHUTDOWN_GRACE_SECONDS", defaults.shutdown_grace)?,
             lock_duration: vars.millis_or("QUEUE_LOCK_DURATION_MS", defaults.lock_duration)?,
             stalled_interval: vars.millis_or("QUEUE_STALLED_INTERVAL_MS", defaults.stalled_interval)?,
+            drain_delay: Duration::from_secs(vars.parse_or(
+                "QUEUE_DRAIN_DELAY_SECONDS",
+                defaults.drain_delay.as_secs(),
+                |seconds| (1..=300).contains(seconds),
+            )?),
             webhook,
         })
     }
@@ -327,10 +337,12 @@ mod tests {
             ("WORKER_CONCURRENCY", "8"),
             ("TENANT_CONCURRENCY_OVERRIDES", "tenantA=5, tenantB=1"),
             ("TENANT_LEASE_SECONDS", "10"),
+            ("QUEUE_DRAIN_DELAY_SECONDS", "2"),
         ])
         .unwrap()
         .queue;
         assert_eq!(queue.prefix, "{bull}");
+        assert_eq!(queue.drain_delay, Duration::from_secs(2));
         assert_eq!(queue.worker_concurrency, 8);
         assert_eq!(queue.tenant_overrides.get("tenantA"), Some(&5));
         assert_eq!(queue.tenant_overrides.get("tenantB"), Some(&1));

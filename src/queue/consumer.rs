@@ -78,6 +78,7 @@ fn worker_options(queue: &QueueConfig, redis: &RedisConfig) -> WorkerOptions {
         .concurrency(queue.worker_concurrency)
         .lock_duration(queue.lock_duration)
         .stalled_interval(queue.stalled_interval)
+        .drain_delay(queue.drain_delay)
 }
 
 /// The job as the handler sees it. The crate retries while `attemptsMade + 1 < attempts`, so

@@ -150,7 +150,14 @@ async fn worker_serves_a_node_producer_on_redis_cluster() {
     let mut published = PublishedEvents::subscribe_at(&format!("redis://127.0.0.1:{}", cluster.ports[2])).await;
 
     // REDIS_URL (the stand-alone test Redis) is also set; the cluster nodes must win.
-    let worker = setup.spawn_worker(&schema.url(), &[("REDIS_CLUSTER_NODES", &cluster.node_list())]);
+    // A short drain delay: the stopping worker waits for its blocking fetch to return.
+    let worker = setup.spawn_worker(
+        &schema.url(),
+        &[
+            ("REDIS_CLUSTER_NODES", &cluster.node_list()),
+            ("QUEUE_DRAIN_DELAY_SECONDS", "1"),
+        ],
+    );
     let outcome = node(
         "scenario.mjs",
         json!({

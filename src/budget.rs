@@ -166,7 +166,7 @@ pub fn prompt_char_limit(model: &str) -> usize {
 ///
 /// dall-e-2 is billed per image and has no token accounting (reference §2 and §5), so its
 /// estimate is all zeros. Every other model is estimated with the GPT image output table
-/// (reference §5, "same for gpt-image-1, -1-mini, -1.5"); see [`output_image_tokens`].
+/// (reference §5, "same for gpt-image-1, -1-mini, -1.5"); see `output_image_tokens`.
 pub fn estimate(
     model: &str,
     quality: Quality,

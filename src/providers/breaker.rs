@@ -201,7 +201,7 @@ impl CircuitBreaker {
     }
 
     /// The settings in effect (`threshold` raised to at least 1, `open_for` clamped to
-    /// [`MAX_OPEN_FOR`]).
+    /// `MAX_OPEN_FOR`).
     pub fn settings(&self) -> BreakerSettings {
         self.shared.settings
     }

@@ -183,17 +183,23 @@ impl Pipeline {
 
         begin(progress, Step::Inpaint)?;
         let step = Instant::now();
-        let edit = self
-            .editor
-            .edit(EditRequest {
-                image: &base,
-                mask: mask.as_ref(),
-                prompt: &sanitized.prompt,
-                size: request.options.size,
-                quality: request.options.quality,
-                tokens_spent,
-            })
-            .await?;
+        let mask_coverage = mask.as_ref().map(imaging::coverage);
+        let edit = if mask_coverage.is_some_and(|coverage| coverage <= 0.0) {
+            // A mask that selects nothing leaves the base as it is: no provider is asked, so
+            // no call is paid for, whichever provider would have answered.
+            unedited(&base)
+        } else {
+            self.editor
+                .edit(EditRequest {
+                    image: &base,
+                    mask: mask.as_ref(),
+                    prompt: &sanitized.prompt,
+                    size: request.options.size,
+                    quality: request.options.quality,
+                    tokens_spent,
+                })
+                .await?
+        };
         timings.inpaint_ms = elapsed_ms(step);
         // Persist the paid call before any later step can fail, so a retry never loses it; the
         // store counts each call id once, so a retry never doubles it.
@@ -216,7 +222,6 @@ impl Pipeline {
             normal_strength: self.settings.imaging.normal_strength,
         };
         let feather_radius = self.settings.imaging.feather_radius;
-        let mask_coverage = mask.as_ref().map(imaging::coverage);
         let base_size = base.dimensions();
         let generated = edit.image;
         let assets = blocking(move || {
@@ -392,6 +397,20 @@ fn paid_call_entry(call: &crate::providers::PaidCall, job_id: Option<&str>) -> c
         tokens: call.usage.total(),
         micro_cents: call.cost.total.0,
         details,
+    }
+}
+
+/// The answer for a mask that selects nothing: the base itself, from no provider, at no cost.
+fn unedited(base: &RgbaImage) -> crate::providers::EditResponse {
+    crate::providers::EditResponse {
+        image: base.clone(),
+        provider: "none",
+        prompt_used: false,
+        usage: crate::providers::Usage::default(),
+        cost_micro_usd: 0,
+        details: serde_json::json!({ "skipped": "the mask selects nothing, so the base is used as it is" }),
+        accounting: crate::providers::Accounting::default(),
+        attempts: Vec::new(),
     }
 }
 

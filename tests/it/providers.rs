@@ -722,6 +722,51 @@ async fn prompt_used_describes_the_provider_that_produced_the_image() {
     );
 }
 
+#[tokio::test]
+async fn a_mask_that_selects_nothing_is_a_free_no_op_for_a_paid_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(edits_ok("x"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let config = openai_config(dir.path(), &server);
+    let pipeline = pipeline(&config).await;
+    let base = dir.path().join("base.png");
+    std::fs::write(&base, helpers::gradient_png(64, 48)).unwrap();
+    // All black, and separately fully transparent: both select nothing.
+    let black = dir.path().join("black.png");
+    let black_mask = image::RgbaImage::from_pixel(64, 48, image::Rgba([0, 0, 0, 255]));
+    std::fs::write(
+        &black,
+        design_render::imaging::codec::encode_rgba_png(&black_mask).unwrap(),
+    )
+    .unwrap();
+    let clear = dir.path().join("clear.png");
+    let clear_mask = image::RgbaImage::from_pixel(64, 48, image::Rgba([255, 255, 255, 0]));
+    std::fs::write(
+        &clear,
+        design_render::imaging::codec::encode_rgba_png(&clear_mask).unwrap(),
+    )
+    .unwrap();
+    for (design, mask) in [("d-black", &black), ("d-clear", &clear)] {
+        let payload = serde_json::json!({
+            "designId": design, "tenantId": "tenant-1", "prompt": "slate",
+            "baseTextureUrl": base.display().to_string(), "maskUrl": mask.display().to_string(),
+            "renderOptions": {"size": "64x64"},
+        });
+        let job = RenderRequest::from_json(payload.to_string().as_bytes()).unwrap();
+        let output = pipeline.run(&job, &Silent).await.unwrap();
+        let metadata = helpers::json(&output.metadata);
+        assert_eq!(metadata["provider"], "none", "{design}: {metadata}");
+        assert_eq!(metadata["maskCoverage"], 0.0, "{design}");
+        assert_eq!((output.cost_tokens, output.cost_cents), (0, 0), "{design}");
+        assert!(metadata.get("cost").is_none(), "{design}: nothing was paid");
+    }
+    assert_eq!(received(&server).await, 0);
+}
+
 fn local_only(dir: &Path, server: &MockServer) -> Config {
     let mut config = Config::for_tests(dir);
     config.providers.local_diffusion_url = Some(url::Url::parse(&server.uri()).unwrap());

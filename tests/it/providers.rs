@@ -204,16 +204,22 @@ fn strict_edits(request_ids: Arc<AtomicUsize>) -> impl Fn(&Request) -> ResponseT
     }
 }
 
-#[tokio::test]
-async fn openai_success_records_usage_cost_and_sends_the_reference_request_shape() {
-    let dir = tempfile::tempdir().unwrap();
+/// An OpenAI mock that answers edits with [`strict_edits`] and expects exactly `edits` of them.
+async fn strict_openai(edits: u64) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/images/edits"))
         .respond_with(strict_edits(Arc::new(AtomicUsize::new(0))))
-        .expect(1)
+        .expect(edits)
         .mount(&server)
         .await;
+    server
+}
+
+#[tokio::test]
+async fn openai_success_records_usage_cost_and_sends_the_reference_request_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = strict_openai(1).await;
     let config = openai_config(dir.path(), &server);
     let pipeline = pipeline(&config).await;
     let prompt = "marble texture, mail me at jane.doe@example.com or call +1 555 123 4567";
@@ -470,14 +476,8 @@ async fn token_limit_fails_permanently_before_any_request() {
 #[tokio::test]
 async fn the_token_cap_counts_what_earlier_attempts_of_the_same_job_used() {
     let dir = tempfile::tempdir().unwrap();
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/images/edits"))
-        .respond_with(strict_edits(Arc::new(AtomicUsize::new(0))))
-        // The first attempt of job-1 and the one attempt of job-2; never a second for job-1.
-        .expect(2)
-        .mount(&server)
-        .await;
+    // The first attempt of job-1 and the one attempt of job-2; never a second for job-1.
+    let server = strict_openai(2).await;
     let mut config = openai_config(dir.path(), &server);
     // The estimate (6208 output + 135 image input + text) fits; with the 4270 tokens the first
     // call really used, a second estimate does not.
@@ -892,13 +892,7 @@ fn provider_order_follows_render_providers_then_the_spec_default() {
 #[tokio::test]
 async fn cost_is_summed_across_a_retried_job_once_per_paid_call() {
     let dir = tempfile::tempdir().unwrap();
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/images/edits"))
-        .respond_with(strict_edits(Arc::new(AtomicUsize::new(0))))
-        .expect(2)
-        .mount(&server)
-        .await;
+    let server = strict_openai(2).await;
     let config = openai_config(dir.path(), &server);
     let mut pipeline = pipeline(&config).await;
     pipeline.blobs = Arc::new(FlakyBlobStore::with_plan(

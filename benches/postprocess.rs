@@ -49,6 +49,7 @@ fn steps(c: &mut Criterion) {
     let spec = AssetSpec {
         high_res: (SIDE, SIDE),
         preview: 512,
+        fit: design_render::imaging::Fit::Inside,
         normal_map: true,
         roughness_map: true,
         normal_strength: 2.0,

@@ -111,6 +111,15 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
             .with_context(|| format!("preparing STORAGE_DIR {}", config.storage_dir.display()))?,
     );
     let providers = build_editor(&config.providers)?;
+    tracing::info!(
+        "design-render {} ({}): {}",
+        env!("CARGO_PKG_VERSION"),
+        match mode {
+            Mode::OneShot => "render",
+            Mode::Queue => "worker",
+        },
+        config.summary(&providers.order)
+    );
     let editor = providers.editor;
     let safety = match &config.providers.prompt_blocklist {
         None => SafetyPolicy::default(),
@@ -181,6 +190,7 @@ pub async fn build_worker(config: &Config) -> anyhow::Result<crate::worker::Rend
         pipeline,
         limiter,
         events: Arc::new(Fanout { sinks }),
+        cancellation: Default::default(),
     })
 }
 

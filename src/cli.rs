@@ -12,7 +12,7 @@ use crate::app::{self, Mode};
 use crate::config::Config;
 use crate::failure::{JobError, settle, with_code};
 use crate::job::{JobPayload, RenderOptionsPayload, RenderRequest};
-use crate::pipeline::{Disposition, Progress, RenderOutput, Silent, Step};
+use crate::pipeline::{Cancellation, Disposition, Progress, RenderError, RenderOutput, Silent, Step, Stop};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,7 +53,7 @@ pub struct EvalFillArgs {
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// A job file in the queue's JSON payload format (instead of the flags below).
-    #[arg(long, conflicts_with_all = ["base", "mask", "prompt", "design_id", "tenant_id", "size", "quality", "normal_map", "roughness_map"])]
+    #[arg(long, conflicts_with_all = ["base", "mask", "prompt", "design_id", "tenant_id", "size", "fit", "quality", "normal_map", "roughness_map"])]
     pub job: Option<PathBuf>,
     /// Base texture: a local path, a file:// URL or an http(s) URL.
     #[arg(long, required_unless_present = "job")]
@@ -70,9 +70,13 @@ pub struct RenderArgs {
     /// Tenant id.
     #[arg(long, default_value = "local")]
     pub tenant_id: String,
-    /// High-resolution output size, WxH with sides 64..=4096.
+    /// Bounding box of the high-resolution output, WxH with sides 64..=4096.
     #[arg(long)]
     pub size: Option<String>,
+    /// How outputs fit their box: inside (keep the aspect ratio; default), cover (crop to the
+    /// box) or fill (stretch to the box).
+    #[arg(long)]
+    pub fit: Option<String>,
     /// standard, hd, low, medium, high or auto.
     #[arg(long)]
     pub quality: Option<String>,
@@ -112,6 +116,8 @@ pub enum Outcome {
     TryLater,
     /// The configuration must change before anything can work (exit 78, EX_CONFIG).
     Misconfigured,
+    /// Stopped by Ctrl-C (exit 130, as shells report SIGINT).
+    Interrupted,
 }
 
 impl Outcome {
@@ -121,6 +127,7 @@ impl Outcome {
             Self::Failed => 1,
             Self::TryLater => 75,
             Self::Misconfigured => 78,
+            Self::Interrupted => 130,
         }
     }
 }
@@ -167,7 +174,15 @@ async fn render(args: RenderArgs, config: Config) -> Outcome {
     } else {
         Box::new(Silent)
     };
-    match pipeline.run(&request, progress.as_ref()).await {
+    let interrupts = Interrupts::watch(progress);
+    let result = tokio::select! {
+        result = pipeline.run(&request, &interrupts) => result,
+        () = interrupts.abandon.notified() => Err(RenderError::Stopped {
+            stop: Stop::Cancelled,
+            before: interrupts.current_step().unwrap_or(Step::MarkProcessing),
+        }),
+    };
+    match result {
         Ok(output) => {
             if json {
                 print_json(&output)
@@ -184,8 +199,82 @@ async fn render(args: RenderArgs, config: Config) -> Outcome {
             {
                 tracing::warn!(error = %store_error, "could not record the failure on the design row");
             }
-            fail(&error.reason(), outcome_of(error.disposition()))
+            let outcome = if matches!(
+                error,
+                JobError::Render(RenderError::Stopped {
+                    stop: Stop::Cancelled,
+                    ..
+                })
+            ) {
+                Outcome::Interrupted
+            } else {
+                outcome_of(error.disposition())
+            };
+            fail(&error.reason(), outcome)
         }
+    }
+}
+
+/// Ctrl-C during `render`: the first stops the render at its next step boundary (a paid call
+/// in flight is waited for and recorded), the second abandons it at once. Either way the design
+/// is marked FAILED (`cancelled`) and the command exits 130.
+struct Interrupts {
+    inner: Box<dyn Progress>,
+    cancellation: Cancellation,
+    abandon: std::sync::Arc<tokio::sync::Notify>,
+    current: std::sync::Mutex<Option<Step>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Interrupts {
+    fn watch(inner: Box<dyn Progress>) -> Self {
+        let cancellation = Cancellation::default();
+        let abandon = std::sync::Arc::new(tokio::sync::Notify::new());
+        // Registered here, before the render starts, so no early Ctrl-C is missed. Without a
+        // handler (it cannot fail on Unix in practice) Ctrl-C keeps its default effect.
+        let interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        let watcher = tokio::spawn({
+            let (cancellation, abandon) = (cancellation.clone(), std::sync::Arc::clone(&abandon));
+            async move {
+                let Some(mut interrupts) = interrupts else { return };
+                if interrupts.recv().await.is_none() {
+                    return;
+                }
+                eprintln!("Cancelling after the current step (Ctrl-C again to stop at once)");
+                cancellation.cancel();
+                if interrupts.recv().await.is_some() {
+                    abandon.notify_one();
+                }
+            }
+        });
+        Self {
+            inner,
+            cancellation,
+            abandon,
+            current: std::sync::Mutex::new(None),
+            watcher,
+        }
+    }
+
+    fn current_step(&self) -> Option<Step> {
+        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Progress for Interrupts {
+    fn started(&self, step: Step) {
+        *self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(step);
+        self.inner.started(step);
+    }
+
+    fn stop(&self) -> Option<Stop> {
+        self.cancellation.is_cancelled().then_some(Stop::Cancelled)
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
 
@@ -275,6 +364,7 @@ fn request_from_args(args: RenderArgs) -> Result<RenderRequest, String> {
             generate_roughness_map: Some(args.roughness_map),
             quality: args.quality,
             size: args.size,
+            fit: args.fit,
         },
     };
     RenderRequest::parse(payload).map_err(|e| e.to_string())

@@ -109,6 +109,9 @@ error_codes! {
     /// The job's tenant lease could not be renewed (Redis down or the lease lost), so the render
     /// stopped at the next step instead of running on without a slot; it is retried.
     TenantLeaseLost => "tenant_lease_lost",
+    /// The render was cancelled between two steps: Ctrl-C on `render` (the design is marked
+    /// FAILED), or a worker's shutdown grace ran out (the job is left to stalled recovery).
+    Cancelled => "cancelled",
     /// The queue (Redis) could not be reached.
     QueueUnavailable => "queue_unavailable",
     /// An event could not be serialised.

@@ -44,6 +44,15 @@ impl JobError {
         }
     }
 
+    /// How long the provider asked us to wait before trying again (a `retry-after` header, an
+    /// open circuit breaker), when it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::Render(RenderError::Provider(error)) => error.retry_after(),
+            _ => None,
+        }
+    }
+
     /// `"<message> [<code>]"`: the job's `failedReason` in BullMQ and the CLI's error line.
     pub fn reason(&self) -> String {
         with_code(self, self.code())

@@ -8,6 +8,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::imaging::Fit;
+
 /// Longest accepted identifier (design, tenant).
 pub const MAX_ID_LEN: usize = 128;
 /// Longest accepted `userId`, in characters.
@@ -48,6 +50,8 @@ pub struct RenderOptionsPayload {
     pub quality: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<String>,
 }
 
 /// A rejected payload: the offending field (its JSON path, such as `renderOptions.size`, or
@@ -160,6 +164,7 @@ impl RenderRequest {
                         generate_roughness_map: options.optional_bool("generateRoughnessMap")?,
                         quality: options.optional_string("quality", "a string like \"hd\"")?,
                         size: options.optional_string("size", "a string like \"2048x2048\"")?,
+                        fit: options.optional_string("fit", "a string like \"inside\"")?,
                     }
                 }
             },
@@ -206,6 +211,7 @@ impl RenderRequest {
                 generate_roughness_map: Some(self.options.roughness_map),
                 quality: Some(self.options.quality.as_str().to_owned()),
                 size: Some(self.options.size.to_string()),
+                fit: Some(self.options.fit.as_str().to_owned()),
             },
         }
     }
@@ -523,7 +529,10 @@ pub struct RenderOptions {
     pub normal_map: bool,
     pub roughness_map: bool,
     pub quality: Quality,
+    /// Bounding box of the high-res image.
     pub size: RenderSize,
+    /// How the high-res image and the preview are sized against their boxes.
+    pub fit: Fit,
 }
 
 impl Default for RenderOptions {
@@ -533,6 +542,7 @@ impl Default for RenderOptions {
             roughness_map: false,
             quality: Quality::Auto,
             size: RenderSize::DEFAULT,
+            fit: Fit::Inside,
         }
     }
 }
@@ -547,11 +557,24 @@ impl RenderOptions {
             None => RenderSize::DEFAULT,
             Some(text) => RenderSize::parse(text).map_err(|rule| PayloadError::new("renderOptions.size", rule))?,
         };
+        let fit = match payload.fit.as_deref() {
+            None => Fit::Inside,
+            Some(text) => Fit::parse(text).ok_or_else(|| {
+                PayloadError::new(
+                    "renderOptions.fit",
+                    format!(
+                        "must be one of inside, cover, fill (got `{}`)",
+                        truncate_for_message(text)
+                    ),
+                )
+            })?,
+        };
         Ok(Self {
             normal_map: payload.generate_normal_map.unwrap_or(false),
             roughness_map: payload.generate_roughness_map.unwrap_or(false),
             quality,
             size,
+            fit,
         })
     }
 }

@@ -17,7 +17,16 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::Outcome::Misconfigured.exit_code());
         }
     };
-    telemetry::init(config.log_format, "warn");
+    // The worker is a service: its operators want a line per job. The one-shot commands print
+    // their own results and keep stderr for warnings and errors.
+    let default_level = match cli.command {
+        cli::Command::Worker => "info",
+        _ => "warn",
+    };
+    telemetry::init(config.log_format, default_level);
+    for (name, instead) in Config::unused_spec_vars_in_env() {
+        tracing::warn!("{name} is set, but this build does not use it: {instead}");
+    }
     design_render::http::ensure_tls_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

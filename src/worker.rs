@@ -24,12 +24,16 @@ use tracing::Instrument;
 use crate::events::{EventError, EventSink, EventSubject, RenderEvent};
 use crate::failure::{JobError, settle};
 use crate::job::{JobData, PayloadError, RenderRequest, TenantId};
-use crate::pipeline::{Disposition, Pipeline, Progress, RenderError, Stop};
+use crate::pipeline::{Cancellation, Disposition, Pipeline, Progress, RenderError, Stop};
 use crate::tenancy::TenantLimiter;
 
 /// Shortest and longest delay before a job of a saturated tenant is tried again.
 pub const SATURATED_DELAY_MIN: Duration = Duration::from_millis(100);
 pub const SATURATED_DELAY_MAX: Duration = Duration::from_millis(400);
+
+/// The longest wait a provider's `retry-after` can impose before a job's next attempt; a longer
+/// request is cut to this.
+const PROVIDER_RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
 
 /// One job as the queue hands it over, stripped of the queue library's types.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,14 +56,26 @@ pub enum JobOutcome {
     Delay(Duration),
     /// This attempt failed; the queue's attempts and backoff decide what happens next.
     Retry(JobError),
+    /// This attempt failed and the provider said when to come back: try again after this delay
+    /// (the provider's wait, capped and jittered) instead of the queue's backoff. The attempt
+    /// counts. Only given while attempts remain.
+    RetryAfter(JobError, Duration),
     /// No attempt can succeed; fail the job now.
     Abort(JobError),
+    /// The run was cancelled between two steps because the worker is shutting down: its slot
+    /// is released and nothing is settled. The queue must leave the job as it is (active, its
+    /// lock given up) for stalled recovery to hand to another worker; no attempt is counted.
+    Abandon,
 }
 
 /// Something that processes deliveries; the queue adapter drives it.
 #[async_trait::async_trait]
 pub trait JobHandler: Send + Sync {
     async fn handle(&self, delivery: Delivery) -> JobOutcome;
+
+    /// Asks every delivery still being handled to stop at its next step boundary and end as
+    /// [`JobOutcome::Abandon`] (the shutdown grace is over).
+    fn cancel_in_flight(&self) {}
 }
 
 /// Everything one render job needs, shared by all concurrent jobs of the process.
@@ -67,6 +83,8 @@ pub struct RenderWorker {
     pub pipeline: Pipeline,
     pub limiter: Arc<dyn TenantLimiter>,
     pub events: Arc<dyn EventSink>,
+    /// Set when the shutdown grace is over; every running render stops at its next step.
+    pub cancellation: Cancellation,
 }
 
 #[async_trait::async_trait]
@@ -88,6 +106,10 @@ impl JobHandler for RenderWorker {
                 tracing::error!(job.id = %job_id, "Job {job_id} panicked outside the render; it will be retried");
                 JobOutcome::Retry(JobError::Panicked)
             })
+    }
+
+    fn cancel_in_flight(&self) {
+        self.cancellation.cancel();
     }
 }
 
@@ -123,6 +145,7 @@ impl RenderWorker {
             Arc::clone(&self.limiter),
             request.tenant_id.clone(),
             delivery.job_id.clone(),
+            self.cancellation.clone(),
         );
         let result = AssertUnwindSafe(self.pipeline.run_attempt(&request, &delivery.job_id, &renewal))
             .catch_unwind()
@@ -148,6 +171,19 @@ impl RenderWorker {
                         JobOutcome::Retry(RenderError::Internal(format!("result not serialisable: {error}")).into())
                     }
                 }
+            }
+            Err(RenderError::Stopped {
+                stop: Stop::Cancelled,
+                before,
+            }) => {
+                release.await;
+                tracing::info!(
+                    "Job {} (design {}) cancelled before {} as the worker shuts down; left for another worker",
+                    delivery.job_id,
+                    request.design_id,
+                    before.describe()
+                );
+                JobOutcome::Abandon
             }
             Err(error) => {
                 release.await;
@@ -178,10 +214,14 @@ impl RenderWorker {
         } else {
             tracing::info!(
                 error.code = %error.code(),
-                "Attempt {} of {} of job {} failed, will retry: {error}",
+                "Attempt {} of {} of job {} failed, will retry{}: {error}",
                 delivery.attempt,
                 delivery.attempts_allowed,
-                delivery.job_id
+                delivery.job_id,
+                match error.retry_after() {
+                    Some(after) => format!(" in {}s as the provider asked", after.min(PROVIDER_RETRY_AFTER_MAX).as_secs()),
+                    None => String::new(),
+                }
             );
         }
         if settlement.record_failed
@@ -214,9 +254,12 @@ impl RenderWorker {
             }
             self.publish(&event).await;
         }
-        match error.disposition() {
-            Disposition::Abort => JobOutcome::Abort(error),
-            Disposition::Retry => JobOutcome::Retry(error),
+        match (error.disposition(), error.retry_after()) {
+            (Disposition::Abort, _) => JobOutcome::Abort(error),
+            (Disposition::Retry, Some(after)) if !settlement.is_final => {
+                JobOutcome::RetryAfter(error, provider_retry_delay(after))
+            }
+            (Disposition::Retry, _) => JobOutcome::Retry(error),
         }
     }
 
@@ -263,6 +306,24 @@ fn raw_subject(delivery: &Delivery) -> EventSubject {
 /// A uniformly spread delay in [`SATURATED_DELAY_MIN`, `SATURATED_DELAY_MAX`), so saturated
 /// jobs from many workers do not come back in lockstep.
 fn saturated_delay() -> Duration {
+    SATURATED_DELAY_MIN + jitter(SATURATED_DELAY_MAX - SATURATED_DELAY_MIN)
+}
+
+/// The wait before the next attempt when the provider asked for `after`: never sooner than
+/// asked (up to [`PROVIDER_RETRY_AFTER_MAX`]), plus up to a tenth more, so the jobs one rate
+/// limit turned away do not all come back in the same instant.
+fn provider_retry_delay(after: Duration) -> Duration {
+    let capped = after.min(PROVIDER_RETRY_AFTER_MAX);
+    capped + jitter(capped / 10)
+}
+
+/// A uniformly spread duration in `[0, spread)` (whole milliseconds; zero for a spread under
+/// one millisecond).
+fn jitter(spread: Duration) -> Duration {
+    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    if spread_ms == 0 {
+        return Duration::ZERO;
+    }
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()
@@ -270,22 +331,21 @@ fn saturated_delay() -> Duration {
             .map(|d| d.as_nanos())
             .unwrap_or_default(),
     );
-    let spread = u64::try_from((SATURATED_DELAY_MAX - SATURATED_DELAY_MIN).as_millis())
-        .unwrap_or(1)
-        .max(1);
-    SATURATED_DELAY_MIN + Duration::from_millis(hasher.finish() % spread)
+    Duration::from_millis(hasher.finish() % spread_ms)
 }
 
 /// Renews a tenant lease every third of its lifetime until dropped, and says when the lease is
 /// lost: the store answered that it had expired, or no renewal succeeded for a whole lease
-/// lifetime (Redis down). The render then stops at its next step boundary.
+/// lifetime (Redis down). The render then stops at its next step boundary, as it does when the
+/// worker cancels its in-flight jobs.
 struct LeaseRenewal {
     task: tokio::task::JoinHandle<()>,
     lost: Arc<std::sync::atomic::AtomicBool>,
+    cancellation: Cancellation,
 }
 
 impl LeaseRenewal {
-    fn start(limiter: Arc<dyn TenantLimiter>, tenant: TenantId, token: String) -> Self {
+    fn start(limiter: Arc<dyn TenantLimiter>, tenant: TenantId, token: String, cancellation: Cancellation) -> Self {
         let lease = limiter.lease();
         let period = (lease / 3).max(Duration::from_millis(100));
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -314,18 +374,27 @@ impl LeaseRenewal {
                 }
             }
         });
-        Self { task, lost }
+        Self {
+            task,
+            lost,
+            cancellation,
+        }
     }
 }
 
-/// What the pipeline checks between steps: whether the job's lease is gone.
+/// What the pipeline checks between steps: whether the worker cancels its jobs, or the job's
+/// lease is gone.
 impl Progress for LeaseRenewal {
     fn started(&self, _step: crate::pipeline::Step) {}
 
     fn stop(&self) -> Option<Stop> {
-        self.lost
-            .load(std::sync::atomic::Ordering::Acquire)
-            .then_some(Stop::LeaseLost)
+        if self.cancellation.is_cancelled() {
+            Some(Stop::Cancelled)
+        } else {
+            self.lost
+                .load(std::sync::atomic::Ordering::Acquire)
+                .then_some(Stop::LeaseLost)
+        }
     }
 }
 
@@ -381,6 +450,26 @@ mod tests {
             let delay = saturated_delay();
             assert!((SATURATED_DELAY_MIN..SATURATED_DELAY_MAX).contains(&delay), "{delay:?}");
         }
+    }
+
+    #[test]
+    fn a_provider_retry_is_never_sooner_than_asked_and_is_capped() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let delay = provider_retry_delay(Duration::from_secs(2));
+            assert!(
+                (Duration::from_secs(2)..Duration::from_millis(2200)).contains(&delay),
+                "{delay:?}"
+            );
+            seen.insert(delay);
+        }
+        assert!(seen.len() > 1, "the delay is jittered");
+        let capped = provider_retry_delay(Duration::from_secs(86_400));
+        assert!(
+            (PROVIDER_RETRY_AFTER_MAX..PROVIDER_RETRY_AFTER_MAX + PROVIDER_RETRY_AFTER_MAX / 10).contains(&capped),
+            "{capped:?}"
+        );
+        assert_eq!(provider_retry_delay(Duration::ZERO), Duration::ZERO);
     }
 
     #[test]

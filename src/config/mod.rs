@@ -16,6 +16,7 @@ mod imaging;
 mod providers;
 mod queue;
 mod secret;
+mod summary;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -77,11 +78,16 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Reads the process environment (after loading `.env` if present).
+    /// Reads the process environment, after loading `.env` from the working directory or the
+    /// nearest parent that has one (variables already set win over the file).
     pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is normal; a malformed one is reported by the variable it breaks.
-        let _ = dotenvy::dotenv();
+        load_dotenv()?;
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Spec variables set in the process environment that this build does not use.
+    pub fn unused_spec_vars_in_env() -> Vec<(&'static str, &'static str)> {
+        Self::unused_spec_vars(|name| std::env::var(name).ok())
     }
 
     /// Builds a configuration from any variable lookup.
@@ -155,6 +161,55 @@ impl Config {
     }
 }
 
+/// Loads `.env` as `dotenvy` finds it. A missing file is normal; one that cannot be read or
+/// parsed stops start-up with the file, the line number and the variable, but never the line's
+/// text (its value may be a secret).
+fn load_dotenv() -> Result<(), ConfigError> {
+    let Some(path) = std::env::current_dir()
+        .ok()
+        .and_then(|dir| dir.ancestors().map(|dir| dir.join(".env")).find(|path| path.is_file()))
+    else {
+        return Ok(());
+    };
+    match dotenvy::from_path(&path) {
+        Ok(()) => Ok(()),
+        Err(dotenvy::Error::LineParse(line, index)) => {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(ConfigError::new(
+                ".env",
+                dotenv_parse_problem(&path, &text, &line, index),
+            ))
+        }
+        Err(error) => Err(ConfigError::new(
+            ".env",
+            format!("{} cannot be read: {error}", path.display()),
+        )),
+    }
+}
+
+/// Where a `.env` line that does not parse is: its line number in `text` and the variable it
+/// names, when it names one.
+fn dotenv_parse_problem(path: &std::path::Path, text: &str, line: &str, index: usize) -> String {
+    let first = line.lines().next().unwrap_or_default();
+    let number = text
+        .lines()
+        .position(|candidate| !first.is_empty() && candidate == first)
+        .map(|position| format!("line {}", position + 1))
+        .unwrap_or_else(|| "a line".to_owned());
+    let name = first
+        .trim_start()
+        .trim_start_matches("export ")
+        .split(['=', ' '])
+        .next()
+        .filter(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    let variable = name.map(|name| format!(" (`{name}`)")).unwrap_or_default();
+    format!(
+        "{number}{variable} of {} does not parse (at character {}); check its quoting",
+        path.display(),
+        index + 1
+    )
+}
+
 /// The variable lookup every section parses with; each helper names the variable in its errors.
 struct Vars<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
@@ -225,6 +280,22 @@ mod test_support {
 mod tests {
     use super::test_support::config;
     use super::*;
+
+    #[test]
+    fn a_bad_dotenv_line_is_named_by_number_and_variable_without_its_value() {
+        let text = "REDIS_HOST=cache\nOPENAI_API_KEY='sk-live-unterminated\nQUEUE_NAME=renders\n";
+        let problem = dotenv_parse_problem(
+            std::path::Path::new("/srv/app/.env"),
+            text,
+            "OPENAI_API_KEY='sk-live-unterminated",
+            15,
+        );
+        assert_eq!(
+            problem,
+            "line 2 (`OPENAI_API_KEY`) of /srv/app/.env does not parse (at character 16); check its quoting"
+        );
+        assert!(!problem.contains("sk-live"));
+    }
 
     #[test]
     fn defaults_need_no_variables() {

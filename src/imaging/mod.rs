@@ -48,11 +48,67 @@ pub fn coverage(mask: &GrayImage) -> f64 {
     marked as f64 / mask.len().max(1) as f64
 }
 
+/// How an output is sized against its bounding box (`renderOptions.size` for the high-res
+/// image, the preview square for the preview).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fit {
+    /// The largest size with the composite's aspect ratio that fits in the box: nothing is cut
+    /// or distorted, one side may be shorter than the box.
+    #[default]
+    Inside,
+    /// Exactly the box: scaled to cover it, the overhang on the longer side cut off evenly.
+    Cover,
+    /// Exactly the box, stretched if the aspect ratios differ.
+    Fill,
+}
+
+impl Fit {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "inside" => Some(Self::Inside),
+            "cover" => Some(Self::Cover),
+            "fill" => Some(Self::Fill),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inside => "inside",
+            Self::Cover => "cover",
+            Self::Fill => "fill",
+        }
+    }
+
+    /// The output size for a source of `source` dimensions in a box of `bounds`. `Inside`
+    /// rounds the shorter side to the nearest pixel and never below one.
+    fn size_in(self, source: (u32, u32), bounds: (u32, u32)) -> (u32, u32) {
+        let (width, height) = (u64::from(source.0.max(1)), u64::from(source.1.max(1)));
+        let (box_width, box_height) = (u64::from(bounds.0), u64::from(bounds.1));
+        match self {
+            Self::Cover | Self::Fill => bounds,
+            // Source relatively wider than the box (w/h >= W/H): the width binds.
+            Self::Inside if width * box_height >= height * box_width => {
+                let scaled = (2 * box_width * height + width) / (2 * width);
+                (bounds.0, u32::try_from(scaled.max(1)).unwrap_or(bounds.1))
+            }
+            Self::Inside => {
+                let scaled = (2 * box_height * width + height) / (2 * height);
+                (u32::try_from(scaled.max(1)).unwrap_or(bounds.0), bounds.1)
+            }
+        }
+    }
+}
+
 /// What the post-processing step should produce.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AssetSpec {
+    /// Bounding box of the high-res image.
     pub high_res: (u32, u32),
+    /// Side of the preview's bounding square.
     pub preview: u32,
+    pub fit: Fit,
     pub normal_map: bool,
     pub roughness_map: bool,
     pub normal_strength: f32,
@@ -100,11 +156,17 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
     // When the high-res size is the composite's own (a 2048² base at the default size), the
     // high-res asset *is* the composite: no resample, no second encode. The same holds for a
     // preview of a base that is already preview-sized.
-    let same_size = composite.dimensions() == spec.high_res;
-    let preview_is_composite = composite.dimensions() == (spec.preview, spec.preview);
+    let high_res_size = spec.fit.size_in(composite.dimensions(), spec.high_res);
+    let preview_size = spec.fit.size_in(composite.dimensions(), (spec.preview, spec.preview));
+    let scale = |(width, height): (u32, u32)| match spec.fit {
+        Fit::Cover => resize::resize_rgba_cover(composite, width, height),
+        Fit::Inside | Fit::Fill => resize::resize_rgba(composite, width, height),
+    };
+    let same_size = composite.dimensions() == high_res_size;
+    let preview_is_composite = composite.dimensions() == preview_size;
     let (high_res, preview) = rayon::join(
-        || (!same_size).then(|| resize::resize_rgba(composite, spec.high_res.0, spec.high_res.1)),
-        || (!preview_is_composite).then(|| resize::resize_rgba(composite, spec.preview, spec.preview)),
+        || (!same_size).then(|| scale(high_res_size)),
+        || (!preview_is_composite).then(|| scale(preview_size)),
     );
     let high_res_image = high_res.as_ref().unwrap_or(composite);
     let resize_ms = elapsed_ms(started);
@@ -229,24 +291,52 @@ mod tests {
         let spec = AssetSpec {
             high_res: (256, 128),
             preview: 64,
+            fit: Fit::Inside,
             normal_map: true,
             roughness_map: false,
             normal_strength: 2.0,
         };
-        let assets = render_assets(&composite, &spec).unwrap();
-        let limits = codec::DecodeLimits {
-            max_dimension: 4096,
-            max_pixels: 1 << 24,
-        };
         let size = |png: &[u8]| {
+            let limits = codec::DecodeLimits {
+                max_dimension: 4096,
+                max_pixels: 1 << 24,
+            };
             let header = codec::probe(png, limits).unwrap();
             (header.width, header.height)
         };
+        // 5:3 in a 2:1 box: the height binds (128, and 128 * 5 / 3 = 213.3 wide); in the
+        // preview square the width binds (64, and 64 * 3 / 5 = 38.4 high).
+        let assets = render_assets(&composite, &spec).unwrap();
         assert_eq!(size(&assets.composite.png), (200, 120));
-        assert_eq!(size(&assets.high_res.png), (256, 128));
-        assert_eq!(size(&assets.preview.png), (64, 64));
-        assert_eq!(size(&assets.normal_map.as_ref().unwrap().png), (256, 128));
+        assert_eq!(size(&assets.high_res.png), (213, 128));
+        assert_eq!((assets.high_res.width, assets.high_res.height), (213, 128));
+        assert_eq!(size(&assets.preview.png), (64, 38));
+        assert_eq!(size(&assets.normal_map.as_ref().unwrap().png), (213, 128));
         assert!(assets.roughness_map.is_none());
+        // Cover and fill give exactly the box; only fill distorts.
+        for fit in [Fit::Cover, Fit::Fill] {
+            let assets = render_assets(&composite, &AssetSpec { fit, ..spec }).unwrap();
+            assert_eq!(size(&assets.high_res.png), (256, 128), "{fit:?}");
+            assert_eq!(size(&assets.preview.png), (64, 64), "{fit:?}");
+            assert_eq!(size(&assets.normal_map.as_ref().unwrap().png), (256, 128), "{fit:?}");
+        }
+    }
+
+    #[test]
+    fn inside_keeps_the_aspect_ratio_whichever_side_binds() {
+        let inside = |source, bounds| Fit::Inside.size_in(source, bounds);
+        assert_eq!(inside((1000, 500), (2048, 2048)), (2048, 1024));
+        assert_eq!(inside((500, 1000), (2048, 2048)), (1024, 2048));
+        assert_eq!(inside((1024, 1024), (2048, 2048)), (2048, 2048));
+        assert_eq!(inside((1024, 1024), (1024, 512)), (512, 512));
+        assert_eq!(inside((3000, 1), (512, 512)), (512, 1), "never below one pixel");
+        assert_eq!(inside((1, 3000), (512, 512)), (1, 512));
+        assert_eq!(Fit::Cover.size_in((1000, 500), (512, 512)), (512, 512));
+        assert_eq!(Fit::Fill.size_in((1000, 500), (512, 256)), (512, 256));
+        for fit in [Fit::Inside, Fit::Cover, Fit::Fill] {
+            assert_eq!(Fit::parse(fit.as_str()), Some(fit));
+        }
+        assert_eq!(Fit::parse("contain"), None);
     }
 
     #[test]
@@ -255,6 +345,7 @@ mod tests {
         let spec = AssetSpec {
             high_res: (64, 64),
             preview: 64,
+            fit: Fit::Inside,
             normal_map: false,
             roughness_map: false,
             normal_strength: 2.0,

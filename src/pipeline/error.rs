@@ -44,6 +44,7 @@ pub enum RenderError {
     /// The render was asked to stop between two steps.
     #[error("stopped before {}: {}", before.describe(), match stop {
         super::Stop::LeaseLost => "the tenant lease could not be renewed",
+        super::Stop::Cancelled => "the render was cancelled",
     })]
     Stopped { stop: super::Stop, before: super::Step },
 }
@@ -58,7 +59,8 @@ impl RenderError {
             Self::Store(error) => error.is_transient(),
             Self::Internal(_) => true,
             Self::Stopped { stop, .. } => match stop {
-                super::Stop::LeaseLost => true,
+                // A cancelled run did not fail; another run may succeed.
+                super::Stop::LeaseLost | super::Stop::Cancelled => true,
             },
         };
         if transient {
@@ -88,6 +90,7 @@ impl RenderError {
             Self::Internal(_) => ErrorCode::Internal,
             Self::Stopped { stop, .. } => match stop {
                 super::Stop::LeaseLost => ErrorCode::TenantLeaseLost,
+                super::Stop::Cancelled => ErrorCode::Cancelled,
             },
         }
     }

@@ -69,12 +69,14 @@ impl PromptReport {
     }
 }
 
-/// Pixel dimensions `[width, height]` of the inputs and outputs, and the encoded sizes.
+/// Pixel dimensions `[width, height]` of the inputs and outputs, how the outputs were fitted to
+/// their boxes, and the encoded sizes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sizes {
     pub base: [u32; 2],
     pub composite: [u32; 2],
+    pub fit: crate::imaging::Fit,
     pub high_res: [u32; 2],
     pub preview: [u32; 2],
     pub bytes: EncodedBytes,

@@ -73,6 +73,22 @@ pub trait Progress: Send + Sync {
 pub enum Stop {
     /// The job's tenant lease could not be renewed: the job must not run on without its slot.
     LeaseLost,
+    /// The run was cancelled: Ctrl-C on `render`, or a worker's shutdown grace ran out.
+    Cancelled,
+}
+
+/// A shared "stop between steps" flag: set once, seen by every render that checks it.
+#[derive(Debug, Clone, Default)]
+pub struct Cancellation(Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancellation {
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// A progress sink that ignores everything.
@@ -217,6 +233,7 @@ impl Pipeline {
         let spec = AssetSpec {
             high_res: (request.options.size.width(), request.options.size.height()),
             preview: self.settings.imaging.preview_size,
+            fit: request.options.fit,
             normal_map: request.options.normal_map,
             roughness_map: request.options.roughness_map,
             normal_strength: self.settings.imaging.normal_strength,
@@ -234,6 +251,7 @@ impl Pipeline {
         let sizes = Sizes {
             base: [base_size.0, base_size.1],
             composite: [assets.composite.width, assets.composite.height],
+            fit: request.options.fit,
             high_res: [assets.high_res.width, assets.high_res.height],
             preview: [assets.preview.width, assets.preview.height],
             bytes: EncodedBytes {

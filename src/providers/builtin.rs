@@ -55,7 +55,14 @@ impl ImageEditor for BuiltinFill {
         let (outcome, params) = outcome.map_err(|error| ProviderError::Rejected {
             provider: NAME,
             code: error.code(),
-            reason: error.to_string(),
+            reason: match error {
+                // The job's own input is at fault: say which field, and what would work.
+                inpaint::FillError::NoSource => "`maskUrl` selects the whole image, so the fill has no \
+                    surrounding texture to continue; leave part of the base unmasked, or configure a \
+                    generative provider"
+                    .to_owned(),
+                other => other.to_string(),
+            },
         })?;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let details = match outcome.stats {

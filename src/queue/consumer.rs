@@ -24,7 +24,8 @@ use crate::job::JobData;
 use crate::worker::{Delivery, JobHandler, JobOutcome};
 
 /// Consumes the queue with `handler` until `shutdown` resolves, then stops fetching and gives
-/// in-flight jobs `SHUTDOWN_GRACE_SECONDS` to finish.
+/// in-flight jobs `SHUTDOWN_GRACE_SECONDS` to finish; those still running then stop at their
+/// next step and are left to stalled recovery.
 pub async fn serve(
     handler: Arc<dyn JobHandler>,
     queue: &QueueConfig,
@@ -35,13 +36,14 @@ pub async fn serve(
         connection: redis_connection(redis).await?,
         key_prefix: format!("{}:{}:", queue.prefix, queue.name),
     };
+    let cancel = Arc::clone(&handler);
     let processor = move |job: Job, _cancel: CancellationToken| {
         let handler = Arc::clone(&handler);
         let stored = stored.clone();
         async move {
             let delivery = delivery_of(&job, &stored).await?;
             let outcome = handler.handle(delivery).await;
-            carry_out(&job, outcome).await
+            carry_out(&job, outcome, &stored).await
         }
     };
     let worker = Arc::new(Worker::with_options(&queue.name, processor, worker_options(queue, redis)).await?);
@@ -62,13 +64,34 @@ pub async fn serve(
         })
     };
     shutdown.await;
-    let grace_ms = u64::try_from(queue.shutdown_grace.as_millis()).unwrap_or(u64::MAX);
-    let closed = worker.close(grace_ms).await;
+    // Jobs get the grace to finish. Then every job still running is asked to stop at its next
+    // step boundary (it releases its slot and is left to stalled recovery), and gets
+    // `CANCEL_MARGIN` more to get there before the crate drops what is left.
+    let limit = queue.shutdown_grace + CANCEL_MARGIN;
+    let closing = worker.close(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX));
+    let cancel_after_grace = async {
+        tokio::time::sleep(queue.shutdown_grace).await;
+        tracing::info!(
+            "The shutdown grace of {}s is over: jobs still running stop at their next step and are left for another worker",
+            queue.shutdown_grace.as_secs()
+        );
+        cancel.cancel_in_flight();
+        std::future::pending::<()>().await;
+    };
+    let closed = tokio::select! {
+        closed = closing => closed,
+        () = cancel_after_grace => unreachable!("pending never resolves"),
+    };
     events.abort();
     closed?;
     tracing::info!("Worker stopped");
     Ok(())
 }
+
+/// How long jobs cancelled at the end of the shutdown grace have to reach a step boundary.
+/// A job still inside one step after that (a long provider call) is dropped as it is: the
+/// stalled check recovers it and its tenant lease expires on its own.
+const CANCEL_MARGIN: Duration = Duration::from_secs(10);
 
 /// BullMQ worker options from our configuration.
 fn worker_options(queue: &QueueConfig, redis: &RedisConfig) -> WorkerOptions {
@@ -131,7 +154,49 @@ struct StoredData {
     key_prefix: String,
 }
 
+/// Counts the attempt of a job this worker still holds the lock of (`atm` + 1, the reason in
+/// `failedReason`, as BullMQ's own retry does); answers 0 without touching it otherwise.
+const COUNT_ATTEMPT: &str = r#"
+if redis.call("GET", KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+redis.call("HINCRBY", KEYS[1], "atm", 1)
+redis.call("HSET", KEYS[1], "failedReason", ARGV[2])
+return 1
+"#;
+
+/// Deletes a job's lock if this worker still holds it.
+const RELEASE_LOCK: &str = r#"
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0
+"#;
+
 impl StoredData {
+    async fn release_lock(&self, job: &Job) -> redis::RedisResult<()> {
+        let mut connection = self.connection.clone();
+        let _: i64 = redis::Script::new(RELEASE_LOCK)
+            .key(format!("{}{}:lock", self.key_prefix, job.id()))
+            .arg(job.token().unwrap_or_default())
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_attempt(&self, job: &Job, reason: &str) -> redis::RedisResult<bool> {
+        let mut connection = self.connection.clone();
+        let job_key = format!("{}{}", self.key_prefix, job.id());
+        let counted: i64 = redis::Script::new(COUNT_ATTEMPT)
+            .key(&job_key)
+            .key(format!("{job_key}:lock"))
+            .arg(job.token().unwrap_or_default())
+            .arg(reason)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(counted == 1)
+    }
+
     async fn read(&self, job_id: &str) -> redis::RedisResult<Option<Vec<u8>>> {
         let mut connection = self.connection.clone();
         redis::cmd("HGET")
@@ -144,16 +209,44 @@ impl StoredData {
 
 /// Carries the outcome out in BullMQ's terms: the value becomes `returnvalue`; a delay moves
 /// the job back to `delayed` with skip-attempt (the crate's `moveToDelayed`), after which the
-/// processor must return `Error::Delayed`; failures map by [`to_bullmq_error`].
-async fn carry_out(job: &Job, outcome: JobOutcome) -> Result<serde_json::Value, bullmq::Error> {
+/// processor must return `Error::Delayed`; a provider's retry-after counts the attempt first
+/// (the crate's own retries do the same inside its script); failures map by
+/// [`to_bullmq_error`].
+async fn carry_out(job: &Job, outcome: JobOutcome, stored: &StoredData) -> Result<serde_json::Value, bullmq::Error> {
     match outcome {
         JobOutcome::Completed(value) => Ok(value),
-        JobOutcome::Delay(delay) => match job.move_to_delayed(epoch_ms_after(delay)).await {
-            Ok(()) => Err(bullmq::Error::Delayed),
-            Err(error) => Err(error),
+        JobOutcome::Delay(delay) => delay_job(job, delay).await,
+        JobOutcome::RetryAfter(error, delay) => match stored.count_attempt(job, &error.reason()).await {
+            Ok(true) => delay_job(job, delay).await,
+            // The lock is gone: another worker owns the job now; fail this run as usual.
+            Ok(false) => Err(to_bullmq_error(&error)),
+            Err(redis_error) => {
+                tracing::warn!(
+                    "Could not count the attempt of job {} before its provider-requested delay; \
+                     using the queue's backoff: {redis_error}",
+                    job.id()
+                );
+                Err(to_bullmq_error(&error))
+            }
         },
         JobOutcome::Retry(error) | JobOutcome::Abort(error) => Err(to_bullmq_error(&error)),
+        JobOutcome::Abandon => {
+            // Give the lock up so the stalled check hands the job on without waiting for the
+            // lock to expire; `Delayed` tells the crate the job is taken care of.
+            if let Err(error) = stored.release_lock(job).await {
+                tracing::warn!(
+                    "Could not release the lock of job {}; it expires on its own: {error}",
+                    job.id()
+                );
+            }
+            Err(bullmq::Error::Delayed)
+        }
     }
+}
+
+async fn delay_job(job: &Job, delay: Duration) -> Result<serde_json::Value, bullmq::Error> {
+    job.move_to_delayed(epoch_ms_after(delay)).await?;
+    Err(bullmq::Error::Delayed)
 }
 
 /// Permanent errors become unrecoverable (no further attempts), transient ones a normal

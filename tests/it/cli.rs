@@ -9,6 +9,7 @@ use design_render::store::sqlite::SqliteDesignStore;
 use design_render::store::{DesignStatus, DesignStore, MissingDesign};
 
 use super::helpers::project_file;
+use super::helpers::queue::{DEADLINE, HeldAssetServer};
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_dimension: 8192,
@@ -85,12 +86,14 @@ async fn render_json_writes_every_asset_and_completes_the_sqlite_row() {
 
     let url = |key: &str| json[key].as_str().unwrap_or_else(|| panic!("{key} missing")).to_owned();
     assert_eq!(dimensions_of(&url("compositeTextureUrl")), (512, 512));
-    assert_eq!(dimensions_of(&url("highResUrl")), (1024, 768));
+    // The square composite fits inside the 1024x768 box without stretching: 768x768.
+    assert_eq!(dimensions_of(&url("highResUrl")), (768, 768));
+    assert_eq!(json["metadata"]["sizes"]["highRes"], serde_json::json!([768, 768]));
     assert_eq!(dimensions_of(&url("previewUrl")), (512, 512));
     let normal = json["metadata"]["normalMapUrl"].as_str().expect("normal map URL");
     let roughness = json["metadata"]["roughnessMapUrl"].as_str().expect("roughness map URL");
-    assert_eq!(dimensions_of(normal), (1024, 768));
-    assert_eq!(dimensions_of(roughness), (1024, 768));
+    assert_eq!(dimensions_of(normal), (768, 768));
+    assert_eq!(dimensions_of(roughness), (768, 768));
     // Every asset lives under STORAGE_DIR.
     let storage = dir.path().join("storage").canonicalize().unwrap();
     for asset in [url("compositeTextureUrl"), url("previewUrl"), normal.to_owned()] {
@@ -174,6 +177,92 @@ fn composite_keeps_base_pixels_outside_the_feathered_mask() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_render_at_the_next_step_marks_it_failed_cancelled_and_exits_130() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut assets = HeldAssetServer::start().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_design-render"))
+        .args([
+            "render",
+            "--base",
+            assets.base_url(),
+            "--prompt",
+            "stone",
+            "--design-id",
+            "d-cancel",
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("STORAGE_DIR", dir.path().join("storage"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("renders.db").display()),
+        )
+        .env("ALLOW_PRIVATE_ASSET_HOSTS", "127.0.0.1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("render starts");
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+    // Mid-download, Ctrl-C: once the render says it will stop, the download may finish.
+    assets.request_arrived().await;
+    let pid = child.id().expect("running").to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let said = tokio::time::timeout(DEADLINE, stderr.next_line())
+        .await
+        .expect("an answer to Ctrl-C")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(said.contains("Cancelling after the current step"), "{said}");
+    assets.release();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    let rest = tokio::time::timeout(DEADLINE, stderr.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(status.code(), Some(130), "{rest}");
+    assert!(rest.contains("[cancelled]"), "{rest}");
+
+    let store = SqliteDesignStore::open(&dir.path().join("renders.db"), MissingDesign::Reject)
+        .await
+        .expect("db");
+    let row = store
+        .get(&DesignId::parse("d-cancel").unwrap())
+        .await
+        .unwrap()
+        .expect("row exists");
+    assert_eq!(row.status, DesignStatus::Failed);
+    assert_eq!(row.metadata.expect("metadata")["error"]["code"], "cancelled");
+    assert!(
+        row.composite_texture_url.is_none(),
+        "stopped before anything was produced"
+    );
+}
+
+#[test]
+fn a_dotenv_line_that_does_not_parse_exits_78_naming_the_line_and_variable_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(".env"),
+        "STORAGE_DIR=storage\nOPENAI_API_KEY=\"sk-live-secret-value\nQUEUE_NAME=renders\n",
+    )
+    .unwrap();
+    let base = project_file("examples/base.png");
+    let output = render(dir.path(), &["--base", base.to_str().unwrap(), "--prompt", "x"]);
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8(output.stderr).expect("utf-8");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("line 2 (`OPENAI_API_KEY`)"), "{stderr}");
+    assert!(!stderr.contains("sk-live"), "{stderr}");
+}
+
 #[test]
 fn user_errors_exit_non_zero_with_one_line_naming_the_cause() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -206,6 +295,27 @@ fn user_errors_exit_non_zero_with_one_line_naming_the_cause() {
         stderr.contains("`baseTextureUrl` is not a PNG, JPEG or WebP image"),
         "{stderr}"
     );
+
+    // A mask that selects everything leaves the built-in fill nothing to continue from.
+    let everything = dir.path().join("everything.png");
+    image::RgbaImage::from_pixel(32, 32, image::Rgba([255, 255, 255, 255]))
+        .save(&everything)
+        .unwrap();
+    let whole = render(
+        dir.path(),
+        &[
+            "--base",
+            base.to_str().unwrap(),
+            "--mask",
+            everything.to_str().unwrap(),
+            "--prompt",
+            "x",
+        ],
+    );
+    assert_eq!(whole.status.code(), Some(1));
+    let stderr = String::from_utf8(whole.stderr).expect("utf-8");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("`maskUrl` selects the whole image"), "{stderr}");
 }
 
 #[test]

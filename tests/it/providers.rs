@@ -24,6 +24,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use super::helpers;
+use super::helpers::edits_ok;
 
 const KEY: &str = "sk-test-abcdef0123456789";
 
@@ -65,17 +66,6 @@ async fn pipeline(config: &Config) -> Pipeline {
 
 fn png_b64(width: u32, height: u32) -> String {
     base64::engine::general_purpose::STANDARD.encode(helpers::gradient_png(width, height))
-}
-
-fn edits_ok(request_id: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200)
-        .insert_header("x-request-id", request_id)
-        .set_body_json(serde_json::json!({
-            "created": 1_713_833_628,
-            "data": [{"b64_json": png_b64(64, 64)}],
-            "usage": {"total_tokens": 4270, "input_tokens": 110, "output_tokens": 4160,
-                      "input_tokens_details": {"text_tokens": 45, "image_tokens": 65}},
-        }))
 }
 
 /// gpt-image-1: 45 × 500 + 65 × 1000 + 4160 × 4000 micro-cents = 16 727 500 → 17 cents.

@@ -16,7 +16,7 @@ use super::helpers::queue::{
     DEADLINE, HeldAssetServer, PublishedEvents, QueueSetup, WorkerProcess, asset_server, await_completed, payload,
     teardown,
 };
-use super::helpers::{PgSchema, REDIS_URL, gradient_png, node, unique};
+use super::helpers::{PgSchema, REDIS_URL, edits_ok, gradient_png, node, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_producer_sees_completed_retried_and_failed_jobs_and_events_are_published() {
@@ -467,6 +467,94 @@ async fn second_signal_exits_at_once_and_leaves_the_job_to_stalled_recovery() {
     run.finish().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_running_past_the_grace_stops_at_its_next_step_and_is_left_for_another_worker() {
+    let mut run = LongJob::start("grace", "1").await;
+    let mut published = PublishedEvents::subscribe().await;
+    run.worker.signal("TERM");
+    // Still mid-download when the grace runs out: the job is asked to stop at the next step.
+    run.worker.wait_for_log("shutdown grace of 1s is over").await;
+    run.assets.release();
+    run.worker
+        .wait_for_log(&format!("Job {} (design {}) cancelled before", run.job, run.design))
+        .await;
+    let status = run.worker.exit_status().await;
+    assert!(status.success(), "worker exit status {status:?}");
+
+    // Nothing was settled: the job is still active for stalled recovery, the row still
+    // PROCESSING, no attempt counted, nothing announced, and the tenant slot is free.
+    let job = run.queue.get_job(&run.job).await.unwrap().expect("the job is kept");
+    assert_eq!(run.queue.get_job_state(&run.job).await.unwrap(), JobState::Active);
+    assert_eq!(job.attempts_made(), 0);
+    assert_eq!(run.schema.design(&run.design).await.status, DesignStatus::Processing);
+    let mut connection = redis::Client::open(REDIS_URL)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let slots = format!("{}:{}:tenant-slots:tenant-d", run.setup.prefix, run.setup.queue);
+    let held: u64 = redis::cmd("ZCARD")
+        .arg(&slots)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(held, 0, "the cancelled job released its slot");
+    let lock: Option<String> = redis::cmd("GET")
+        .arg(format!("{}:{}:{}:lock", run.setup.prefix, run.setup.queue, run.job))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(lock, None, "the lock was given up for the stalled check");
+
+    // Another worker's stalled check hands it on, and it completes once.
+    let _rescuer = run
+        .setup
+        .spawn_worker(&run.schema.url(), &[("QUEUE_STALLED_INTERVAL_MS", "300")]);
+    assert_eq!(await_completed(&run.events, 1).await, vec![run.job.clone()]);
+    assert_eq!(run.schema.design(&run.design).await.status, DesignStatus::Completed);
+    published.wait_for(&run.design, "design.render.completed").await;
+    assert_eq!(published.all_for(&run.design).len(), 1, "one outcome announced");
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_logs_its_configuration_unused_spec_variables_and_each_outcome_by_default_and_carries_the_user_id() {
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("startup");
+    let assets = asset_server(Duration::ZERO).await;
+    // Trust authentication ignores the password, so it can be checked for in the logs.
+    let database_url = schema
+        .url()
+        .replacen("postgres://postgres@", "postgres://postgres:pg-secret-pw@", 1);
+    let mut worker = setup.spawn_worker(&database_url, &[("CLOUDINARY_CLOUD_NAME", "acme")]);
+    let unused = worker.wait_for_log("CLOUDINARY_CLOUD_NAME is set").await;
+    assert!(unused.contains("does not use it"), "{unused}");
+    let summary = worker.wait_for_log("(worker): database=").await;
+    assert!(summary.contains("INFO"), "logged at info: {summary}");
+    assert!(
+        summary.contains("postgres://postgres:***@127.0.0.1:5432/test "),
+        "{summary}"
+    );
+    assert!(!summary.contains("pg-secret-pw"), "{summary}");
+    assert!(summary.contains(" providers=builtin "), "{summary}");
+    assert!(summary.contains(&format!(" queue={} ", setup.queue)), "{summary}");
+
+    // An e-mail-style user id is carried into the event as it was sent.
+    let design = unique("startup");
+    schema.insert_design(&design, "tenant-s").await;
+    let mut published = PublishedEvents::subscribe().await;
+    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+    let events = setup.events().await;
+    let mut data = payload(&design, "tenant-s", &format!("{}/base.png", assets.uri()));
+    data["userId"] = "ana.lopez+renders@example.com".into();
+    queue.add("render", data).await.unwrap();
+    worker.wait_for_log(&format!("Completed design {design}")).await;
+    let event = published.wait_for(&design, "design.render.completed").await;
+    assert_eq!(event["userId"], "ana.lopez+renders@example.com");
+    assert!(worker.terminate().await.success());
+    teardown(queue, events, setup, schema).await;
+}
+
 /// Records what the worker's validation makes of each delivery and fails the job with it.
 struct ValidationRecorder {
     seen: tokio::sync::mpsc::UnboundedSender<(String, Result<String, String>)>,
@@ -591,4 +679,90 @@ async fn job_data_that_is_not_utf8_or_not_json_is_refused_by_its_bytes() {
                 .to_owned()
         )
     );
+}
+
+/// Answers OpenAI image edits: the first with 429 and `retry-after: 2`, the rest with an image;
+/// notes when each request arrived (Unix milliseconds, the clock BullMQ's timestamps use).
+#[derive(Clone, Default)]
+struct RateLimitedOnce {
+    arrivals: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl wiremock::Respond for RateLimitedOnce {
+    fn respond(&self, _request: &wiremock::Request) -> ResponseTemplate {
+        let mut arrivals = self.arrivals.lock().unwrap();
+        arrivals.push(chrono::Utc::now().timestamp_millis() as u64);
+        if arrivals.len() == 1 {
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "2")
+                .set_body_json(json!({
+                    "error": {"message": "Rate limit reached for images", "type": "requests",
+                              "param": null, "code": "rate_limit_exceeded"}
+                }))
+        } else {
+            edits_ok("req-after-429")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_retry_after_delays_the_next_attempt_at_least_that_long_and_counts_it() {
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("retry-after");
+    let assets = asset_server(Duration::ZERO).await;
+    let openai = wiremock::MockServer::start().await;
+    let limiter = RateLimitedOnce::default();
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .respond_with(limiter.clone())
+        .mount(&openai)
+        .await;
+    let design = unique("retry-after");
+    schema.insert_design(&design, "tenant-r").await;
+    let openai_url = format!("{}/v1", openai.uri());
+    let _worker = setup.spawn_worker(
+        &schema.url(),
+        &[
+            ("RENDER_PROVIDERS", "openai"),
+            ("OPENAI_API_KEY", "sk-test-abcdef0123456789"),
+            ("OPENAI_BASE_URL", &openai_url),
+            ("OPENAI_IMAGE_MODEL", "gpt-image-1"),
+        ],
+    );
+    // BullMQ's own backoff would retry after 50 ms; the provider asked for 2 s.
+    let report = node(
+        "scenario.mjs",
+        json!({
+            "queue": setup.queue,
+            "prefix": setup.prefix,
+            "timeoutMs": DEADLINE.as_millis() as u64,
+            "jobs": [{"name": "render", "data": payload(&design, "tenant-r", &format!("{}/base.png", assets.uri())),
+                      "opts": {"attempts": 3, "backoff": {"type": "fixed", "delay": 50}}}],
+        }),
+    )
+    .await;
+    let result = &report["results"][0];
+    assert_eq!(result["state"], "completed", "{result}");
+    assert_eq!(result["attemptsMade"], 2, "the rate-limited attempt counts: {result}");
+    let arrivals = limiter.arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 2, "one refused call, one that succeeded");
+    let waited = arrivals[1] - arrivals[0];
+    assert!(waited >= 2000, "retried after {waited} ms, sooner than retry-after");
+    // Node saw the job go back to `delayed` until the provider's time (plus at most a tenth
+    // of jitter), not the backoff's.
+    let delayed = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|event| event["event"] == "delayed")
+        .unwrap_or_else(|| panic!("no delayed event: {report}"));
+    let until = delayed["delay"]
+        .as_u64()
+        .or_else(|| delayed["delay"].as_str().and_then(|ms| ms.parse().ok()))
+        .unwrap_or_else(|| panic!("no delay in {delayed}"));
+    assert!(until >= arrivals[0] + 2000, "{delayed} (refused at {})", arrivals[0]);
+    assert!(until <= arrivals[1], "{delayed} (retried at {})", arrivals[1]);
+    let row = schema.design(&design).await;
+    assert_eq!(row.status, DesignStatus::Completed);
+    assert_eq!(row.cost_tokens, 4270, "only the call that succeeded was paid");
 }

@@ -9,11 +9,12 @@ use design_render::error_code::ErrorCode;
 use design_render::events::RenderEvent;
 use design_render::providers::scripted::{Answer, ScriptedImage, paid_call};
 use design_render::providers::{ProviderError, Usage};
+use design_render::storage::StorageKey;
 use design_render::storage::flaky::{Fault, FaultPlan};
 use design_render::store::DesignStatus;
 use design_render::tenancy::TenantLimiter;
-use design_render::worker::{JobOutcome, SATURATED_DELAY_MAX, SATURATED_DELAY_MIN};
-use serde_json::Value;
+use design_render::worker::{JobHandler, JobOutcome, SATURATED_DELAY_MAX, SATURATED_DELAY_MIN};
+use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
 use super::helpers::json;
@@ -365,5 +366,112 @@ async fn a_job_whose_lease_is_lost_stops_at_the_next_step_and_retries() {
     assert!(test.take_events().is_empty(), "a retried attempt announces nothing");
     // The retry takes a slot again and completes.
     completed(test.deliver("job-lost", payload("d-lost", "tenant-a"), 2, 3).await);
+    only(test.take_events());
+}
+
+#[tokio::test]
+async fn a_non_square_render_keeps_its_aspect_unless_the_job_asks_to_cover_or_fill() {
+    const WIDE: &str = "https://assets.example/wide.png";
+    let test = TestWorker::new([Answer::base(), Answer::base(), Answer::base()]);
+    test.assets.serve(WIDE, super::helpers::gradient_png(96, 48));
+    let stored_size = |url: &Value| {
+        let url = url.as_str().expect("a URL");
+        let key = StorageKey::parse(url.trim_start_matches("memory://blobs/")).expect("a key");
+        let blob = test.blobs.inner().get(&key).expect("stored");
+        let image = image::load_from_memory(&blob.bytes).expect("a PNG");
+        json!([image.width(), image.height()])
+    };
+    // The box is 64x64 and the preview square 32: the 2:1 base fits inside at 64x32 and 32x16.
+    for (design, fit, high_res, preview) in [
+        ("d-inside", None, json!([64, 32]), json!([32, 16])),
+        ("d-cover", Some("cover"), json!([64, 64]), json!([32, 32])),
+        ("d-fill", Some("fill"), json!([64, 64]), json!([32, 32])),
+    ] {
+        test.design(design, "tenant-a");
+        let mut job = payload(design, "tenant-a");
+        job["baseTextureUrl"] = WIDE.into();
+        if let Some(fit) = fit {
+            job["renderOptions"]["fit"] = fit.into();
+        }
+        let value = completed(test.deliver(design, job, 1, 3).await);
+        let sizes = &value["metadata"]["sizes"];
+        assert_eq!(sizes["fit"], fit.unwrap_or("inside"), "{design}");
+        assert_eq!(sizes["composite"], json!([96, 48]), "{design}");
+        assert_eq!(sizes["highRes"], high_res, "{design}");
+        assert_eq!(sizes["preview"], preview, "{design}");
+        assert_eq!(
+            stored_size(&value["highResUrl"]),
+            high_res,
+            "{design}: the stored image"
+        );
+        assert_eq!(
+            stored_size(&value["previewUrl"]),
+            preview,
+            "{design}: the stored preview"
+        );
+        assert_eq!(
+            stored_size(&value["metadata"]["normalMapUrl"]),
+            high_res,
+            "{design}: the normal map matches the high-res image"
+        );
+        only(test.take_events());
+    }
+}
+
+#[tokio::test]
+async fn a_provider_that_says_when_to_come_back_sets_the_next_attempts_delay_until_the_last() {
+    let limited = || ProviderError::Unavailable {
+        provider: "scripted",
+        reason: "429 rate limited".into(),
+        retry_after: Some(Duration::from_secs(7)),
+    };
+    let test = TestWorker::new([Answer::fail(limited()), Answer::fail(limited())]);
+    test.design("d-later", "tenant-a");
+    match test.deliver("job-later", payload("d-later", "tenant-a"), 1, 2).await {
+        JobOutcome::RetryAfter(error, delay) => {
+            assert_eq!(error.code(), ErrorCode::ProviderUnavailable);
+            assert!(
+                (Duration::from_secs(7)..Duration::from_millis(7700)).contains(&delay),
+                "{delay:?}"
+            );
+        }
+        other => panic!("expected RetryAfter, got {other:?}"),
+    }
+    assert_eq!(test.row("d-later").status, DesignStatus::Processing);
+    assert!(test.take_events().is_empty(), "a retried attempt announces nothing");
+    // The last attempt has nothing to wait for: it fails for good.
+    assert_eq!(
+        retried(test.deliver("job-later", payload("d-later", "tenant-a"), 2, 2).await),
+        ErrorCode::ProviderUnavailable
+    );
+    assert_eq!(test.row("d-later").status, DesignStatus::Failed);
+    assert_eq!(only(test.take_events()).event, "design.render.failed");
+}
+
+#[tokio::test]
+async fn a_cancelled_job_stops_at_the_next_step_releases_its_slot_and_settles_nothing() {
+    let gate = Arc::new(Barrier::new(2));
+    let test = Arc::new(TestWorker::new([Answer::base().held_at(gate.clone()), Answer::base()]));
+    test.design("d-cancel", "tenant-a");
+    let mut job = {
+        let test = Arc::clone(&test);
+        tokio::spawn(async move { test.deliver("job-cancel", payload("d-cancel", "tenant-a"), 1, 3).await })
+    };
+    reach(&gate, &mut job).await;
+    test.worker.cancel_in_flight();
+    gate.wait().await;
+    assert!(matches!(job.await.expect("job"), JobOutcome::Abandon));
+    assert!(test.limiter.held_leases().is_empty(), "the slot is released");
+    assert_eq!(
+        test.row("d-cancel").status,
+        DesignStatus::Processing,
+        "left for recovery"
+    );
+    assert!(test.take_events().is_empty(), "nothing is announced");
+    assert!(test.blobs.inner().keys().is_empty(), "stopped before post-processing");
+    // Stalled recovery delivers the same attempt again (to a worker that is not cancelling).
+    let mut test = Arc::try_unwrap(test).ok().expect("the job task is done");
+    test.worker.cancellation = Default::default();
+    completed(test.deliver("job-cancel", payload("d-cancel", "tenant-a"), 1, 3).await);
     only(test.take_events());
 }

@@ -37,6 +37,20 @@ pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
     design_render::imaging::codec::encode_rgba_png(&image).expect("encode")
 }
 
+/// The OpenAI image edits answer of `reference/openai-images.md`: a 64x64 PNG and its usage
+/// (4270 tokens: 110 in, 4160 out).
+pub fn edits_ok(request_id: &str) -> wiremock::ResponseTemplate {
+    use base64::Engine as _;
+    wiremock::ResponseTemplate::new(200)
+        .insert_header("x-request-id", request_id)
+        .set_body_json(serde_json::json!({
+            "created": 1_713_833_628,
+            "data": [{"b64_json": base64::engine::general_purpose::STANDARD.encode(gradient_png(64, 64))}],
+            "usage": {"total_tokens": 4270, "input_tokens": 110, "output_tokens": 4160,
+                      "input_tokens_details": {"text_tokens": 45, "image_tokens": 65}},
+        }))
+}
+
 /// A mask PNG with a white square in the middle.
 pub fn square_mask_png(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbaImage::from_fn(width, height, |x, y| {

@@ -73,8 +73,8 @@ impl QueueSetup {
             .env("STORAGE_DIR", self.dir.path().join("storage"))
             .env("ALLOW_PRIVATE_ASSET_HOSTS", "127.0.0.1")
             .env("PREVIEW_SIZE", "64")
-            // Info lines are read by tests that wait for a log event (`wait_for_log`).
-            .env("RUST_LOG", "info")
+            // No RUST_LOG: the worker's default level (info) is what tests that wait for a log
+            // line (`wait_for_log`) read, as an operator would.
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -80,6 +80,7 @@ impl TestWorker {
             pipeline,
             limiter: limiter.clone(),
             events: events.clone(),
+            cancellation: Default::default(),
         };
         Self {
             worker,

@@ -1,0 +1,183 @@
+//! The one start-up line that says what this process will do: where designs, assets, jobs and
+//! events go, and the limits that shape a job. Secrets never appear: keys are left out, a URL's
+//! password becomes `***` and its query (which may carry credentials) is dropped.
+
+use std::fmt::Write as _;
+
+use super::{Config, DatabaseConfig, Migrations, PrivateHostPolicy, Secret};
+
+/// Spec variables this build reads nothing from, with what it does instead. Each one that is
+/// set is reported once at start-up, so a deployment written for the spec is not silently
+/// ignored.
+const UNUSED_SPEC_VARS: &[(&str, &str)] = &[
+    (
+        "CLOUDINARY_CLOUD_NAME",
+        "assets are stored under STORAGE_DIR (served from PUBLIC_BASE_URL)",
+    ),
+    (
+        "CLOUDINARY_API_KEY",
+        "assets are stored under STORAGE_DIR (served from PUBLIC_BASE_URL)",
+    ),
+    (
+        "CLOUDINARY_API_SECRET",
+        "assets are stored under STORAGE_DIR (served from PUBLIC_BASE_URL)",
+    ),
+];
+
+impl Config {
+    /// `key=value` pairs on one line; `providers` is the chain in the order it is tried.
+    pub fn summary(&self, providers: &[&str]) -> String {
+        let mut line = String::new();
+        let database = match &self.database {
+            DatabaseConfig::Sqlite { path } => format!("sqlite:{}", path.display()),
+            DatabaseConfig::Postgres { url } => redacted_url(url),
+        };
+        let _ = write!(line, "database={database}");
+        let _ = write!(
+            line,
+            " tenant_column={}",
+            self.design_tenant_column
+                .as_ref()
+                .map_or("none", |column| column.as_str())
+        );
+        let migrations = match self.migrations {
+            Migrations::Auto => "auto",
+            Migrations::Add => "true",
+            Migrations::Off => "false",
+        };
+        let _ = write!(line, " migrations={migrations}");
+        let _ = write!(line, " storage={}", self.storage_dir.display());
+        if let Some(base) = &self.public_base_url {
+            let _ = write!(line, " public_base_url={base}");
+        }
+        let _ = write!(line, " providers={}", providers.join(">"));
+        let providers_config = &self.providers;
+        if providers.contains(&"openai") || providers_config.dry_run {
+            let _ = write!(line, " openai_model={}", providers_config.openai_image_model);
+        }
+        let _ = write!(
+            line,
+            " dry_run={} max_tokens_per_job={} breaker={}x/{}ms",
+            providers_config.dry_run,
+            providers_config.max_tokens_per_job,
+            providers_config.circuit_breaker_threshold,
+            providers_config.circuit_breaker_timeout.as_millis()
+        );
+        let queue = &self.queue;
+        let redis = &self.redis;
+        let redis_target = if !redis.cluster_nodes.is_empty() {
+            format!("cluster({} seed nodes)", redis.cluster_nodes.len())
+        } else if let Some(url) = &redis.url {
+            redacted_url(url)
+        } else {
+            format!("{}:{}", redis.host, redis.port)
+        };
+        let _ = write!(
+            line,
+            " redis={redis_target} queue={} prefix={} concurrency={} lock={}ms stalled={}ms grace={}s",
+            queue.name,
+            queue.prefix,
+            queue.worker_concurrency,
+            queue.lock_duration.as_millis(),
+            queue.stalled_interval.as_millis(),
+            queue.shutdown_grace.as_secs()
+        );
+        let _ = write!(
+            line,
+            " tenant_concurrency={} tenant_overrides={} lease={}s",
+            self.default_tenant_concurrency,
+            queue.tenant_overrides.len() + usize::from(queue.tenant_overrides_file.is_some()),
+            queue.tenant_lease.as_secs()
+        );
+        let webhook = queue.webhook.as_ref().map_or_else(
+            || "off".to_owned(),
+            |webhook| redacted_url(&Secret::new(webhook.url.as_str())),
+        );
+        let _ = write!(line, " webhook={webhook}");
+        let private_hosts = match &self.assets.private_hosts {
+            PrivateHostPolicy::Deny => "deny".to_owned(),
+            PrivateHostPolicy::AllowAll => "allow-all".to_owned(),
+            PrivateHostPolicy::Allow(hosts) => format!("allow({})", hosts.len()),
+        };
+        let _ = write!(
+            line,
+            " max_asset_bytes={} max_image={}px/{}px private_asset_hosts={private_hosts} preview={}",
+            self.assets.max_bytes, self.assets.max_dimension, self.assets.max_pixels, self.imaging.preview_size
+        );
+        line
+    }
+
+    /// The spec variables that are set but that this build does not use, each with what it
+    /// does instead.
+    pub fn unused_spec_vars(lookup: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, &'static str)> {
+        UNUSED_SPEC_VARS
+            .iter()
+            .filter(|(name, _)| lookup(name).is_some_and(|value| !value.trim().is_empty()))
+            .copied()
+            .collect()
+    }
+}
+
+/// The URL with its password replaced by `***` and its query dropped; text that is not a URL is
+/// not shown at all.
+fn redacted_url(url: &Secret) -> String {
+    let Ok(mut parsed) = url::Url::parse(url.expose()) else {
+        return "[unparsable URL]".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    parsed.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_shows_where_things_go_and_no_secret() {
+        let vars = std::collections::HashMap::from([
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2@db.internal:5432/designs?sslpassword=s3cret",
+            ),
+            ("REDIS_URL", "redis://:redispass@cache.internal:6379/0"),
+            ("OPENAI_API_KEY", "sk-live-0123456789abcdef"),
+            ("WEBHOOK_URL", "https://hooks.example/render?token=abc"),
+            ("WEBHOOK_ENABLED", "true"),
+            ("WEBHOOK_SECRET", "whsec_c2VjcmV0LXNpZ25pbmcta2V5"),
+            ("WORKER_CONCURRENCY", "6"),
+        ]);
+        let config = Config::from_lookup(|name| vars.get(name).map(|value| (*value).to_owned())).unwrap();
+        let line = config.summary(&["openai", "builtin"]);
+        for secret in ["hunter2", "s3cret", "redispass", "sk-live", "token=abc", "whsec_"] {
+            assert!(!line.contains(secret), "{secret} leaked: {line}");
+        }
+        for expected in [
+            "database=postgres://app:***@db.internal:5432/designs ",
+            "redis=redis://:***@cache.internal:6379/0 ",
+            "providers=openai>builtin ",
+            "openai_model=gpt-image-1.5 ",
+            "concurrency=6 ",
+            "webhook=https://hooks.example/render ",
+            "tenant_column=tenantId ",
+        ] {
+            assert!(line.contains(expected), "{expected} missing: {line}");
+        }
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn only_spec_variables_that_are_set_are_reported_unused() {
+        let unused = Config::unused_spec_vars(|name| (name == "CLOUDINARY_CLOUD_NAME").then(|| "acme".to_owned()));
+        assert_eq!(unused.len(), 1);
+        assert_eq!(unused[0].0, "CLOUDINARY_CLOUD_NAME");
+        assert!(Config::unused_spec_vars(|_| None).is_empty());
+        assert!(
+            Config::unused_spec_vars(|_| Some(" ".to_owned())).is_empty(),
+            "blank is unset"
+        );
+    }
+}

@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::assets::AssetSource;
 use crate::assets::http::HttpAssets;
 use crate::assets::local::LocalFiles;
+use crate::config::StorageBackend;
 use crate::config::{Config, DatabaseConfig};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::imaging::codec::DecodeLimits;
@@ -22,8 +23,11 @@ use crate::providers::fallback::FallbackChain;
 use crate::providers::local_diffusion::{LocalDiffusionEditor, LocalDiffusionSettings};
 use crate::providers::openai::{OpenAiEditor, OpenAiSettings};
 use crate::safety::SafetyPolicy;
-use crate::storage::BlobStore;
+use crate::storage::cloudinary::CloudinaryStore;
+use crate::storage::fallback::LocalFallback;
 use crate::storage::local::LocalStore;
+use crate::storage::s3::S3Store;
+use crate::storage::{BlobStore, Transport};
 use crate::store::postgres::{PgDesignStore, PgSettings};
 use crate::store::sqlite::{SqliteDesignStore, SqliteSettings};
 use crate::store::{DesignStore, MissingDesign};
@@ -106,10 +110,7 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
             .context("connecting to PostgreSQL (DATABASE_URL)")?,
         ),
     };
-    let blobs: Arc<dyn BlobStore> = Arc::new(
-        LocalStore::new(&config.storage_dir, config.public_base_url.clone())
-            .with_context(|| format!("preparing STORAGE_DIR {}", config.storage_dir.display()))?,
-    );
+    let blobs = build_storage(config, mode)?;
     let providers = build_editor(&config.providers)?;
     tracing::info!(
         "design-render {} ({}): {}",
@@ -145,6 +146,51 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
             prompt_max_chars: providers.prompt_max_chars,
         },
     })
+}
+
+/// The storage backend `STORAGE_BACKEND` selects, behind the local fallback when
+/// `STORAGE_FALLBACK` (default: on for `render`, off for the worker) asks for it.
+fn build_storage(config: &Config, mode: Mode) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let local = || {
+        LocalStore::new(&config.storage_dir, config.public_base_url.clone())
+            .with_context(|| format!("preparing STORAGE_DIR {}", config.storage_dir.display()))
+    };
+    let storage = &config.storage;
+    let transport = Transport {
+        connect_timeout: storage.connect_timeout,
+        timeout: storage.timeout,
+        retries: storage.retries,
+        max_in_flight: storage.max_in_flight,
+    };
+    let primary: Arc<dyn BlobStore> = match &storage.backend {
+        StorageBackend::Local => {
+            if mode == Mode::Queue && config.public_base_url.is_none() {
+                tracing::warn!(
+                    "Assets are stored under STORAGE_DIR with file:// URLs, readable only on this machine; \
+                     set STORAGE_BACKEND (cloudinary or s3) for a fleet, or PUBLIC_BASE_URL if the directory is served"
+                );
+            }
+            return Ok(Arc::new(local()?));
+        }
+        StorageBackend::Cloudinary(cloudinary) => {
+            Arc::new(CloudinaryStore::new(cloudinary.clone(), transport).context("building the Cloudinary client")?)
+        }
+        StorageBackend::S3(s3) => {
+            let base = config
+                .public_base_url
+                .clone()
+                .ok_or_else(|| ConfigurationError("S3 storage needs PUBLIC_BASE_URL".into()))?;
+            Arc::new(
+                S3Store::new(s3, base, transport)
+                    .map_err(|error| ConfigurationError(format!("configuring the S3 client (S3_*): {error}")))?,
+            )
+        }
+    };
+    if storage.fallback_to_local.unwrap_or(mode == Mode::OneShot) {
+        Ok(Arc::new(LocalFallback::new(primary, Arc::new(local()?))))
+    } else {
+        Ok(primary)
+    }
 }
 
 /// Builds the queue worker: the pipeline in [`Mode::Queue`], Redis tenant leases (limits from

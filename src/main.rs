@@ -24,8 +24,8 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     telemetry::init(config.log_format, default_level);
-    for (name, instead) in Config::unused_spec_vars_in_env() {
-        tracing::warn!("{name} is set, but this build does not use it: {instead}");
+    for (name, why) in config.unused_vars_in_env() {
+        tracing::warn!("{name} is set but not used: {why}");
     }
     design_render::http::ensure_tls_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -16,6 +16,7 @@ mod imaging;
 mod providers;
 mod queue;
 mod secret;
+mod storage;
 mod summary;
 
 use std::fmt;
@@ -28,6 +29,7 @@ pub use self::imaging::ImagingConfig;
 pub use self::providers::{InpaintOverrides, ProviderConfig, ProviderKind};
 pub use self::queue::{QueueConfig, RedisConfig, WebhookConfig, parse_cluster_nodes, parse_tenant_limits};
 pub use self::secret::Secret;
+pub use self::storage::{CloudinaryConfig, S3Config, S3Credentials, SignatureAlgorithm, StorageBackend, StorageConfig};
 pub use crate::assets::guard::{AllowedHost, PrivateHostPolicy};
 
 /// A configuration problem, naming the variable.
@@ -53,6 +55,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub storage_dir: PathBuf,
     pub public_base_url: Option<url::Url>,
+    /// Where assets go (`STORAGE_BACKEND` and each backend's variables).
+    pub storage: StorageConfig,
     pub assets: AssetLimits,
     pub imaging: ImagingConfig,
     pub providers: ProviderConfig,
@@ -85,9 +89,9 @@ impl Config {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Spec variables set in the process environment that this build does not use.
-    pub fn unused_spec_vars_in_env() -> Vec<(&'static str, &'static str)> {
-        Self::unused_spec_vars(|name| std::env::var(name).ok())
+    /// Variables set in the process environment that this configuration does not use.
+    pub fn unused_vars_in_env(&self) -> Vec<(&'static str, &'static str)> {
+        self.unused_vars(|name| std::env::var(name).ok())
     }
 
     /// Builds a configuration from any variable lookup.
@@ -111,6 +115,14 @@ impl Config {
                 Ok(url)
             })
             .transpose()?;
+        let storage = StorageConfig::from_vars(&vars)?;
+        if matches!(storage.backend, StorageBackend::S3(_)) && public_base_url.is_none() {
+            return Err(ConfigError::new(
+                "PUBLIC_BASE_URL",
+                "is required with S3 storage: the Design row keeps PUBLIC_BASE_URL + key (a CDN or \
+                 bucket website), since presigned URLs expire",
+            ));
+        }
         let assets = AssetLimits::from_vars(&vars)?;
         let imaging = ImagingConfig::from_vars(&vars)?;
         let providers = ProviderConfig::from_vars(&vars)?;
@@ -124,6 +136,7 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("storage")),
             public_base_url,
+            storage,
             assets,
             imaging,
             providers,
@@ -148,6 +161,7 @@ impl Config {
             },
             storage_dir: dir.join("storage"),
             public_base_url: None,
+            storage: StorageConfig::default(),
             assets: AssetLimits::default(),
             imaging: ImagingConfig::default(),
             providers: ProviderConfig::default(),

@@ -4,25 +4,28 @@
 
 use std::fmt::Write as _;
 
-use super::{Config, DatabaseConfig, Migrations, PrivateHostPolicy, Secret};
+use super::{Config, DatabaseConfig, Migrations, PrivateHostPolicy, Secret, StorageBackend};
 
-/// Spec variables this build reads nothing from, with what it does instead. Each one that is
-/// set is reported once at start-up, so a deployment written for the spec is not silently
-/// ignored.
-const UNUSED_SPEC_VARS: &[(&str, &str)] = &[
-    (
-        "CLOUDINARY_CLOUD_NAME",
-        "assets are stored under STORAGE_DIR (served from PUBLIC_BASE_URL)",
-    ),
-    (
-        "CLOUDINARY_API_KEY",
-        "assets are stored under STORAGE_DIR (served from PUBLIC_BASE_URL)",
-    ),
-    (
-        "CLOUDINARY_API_SECRET",
-        "assets are stored under STORAGE_DIR (served from PUBLIC_BASE_URL)",
-    ),
+/// Variables that are read only by one storage backend, and what the others say about them.
+const CLOUDINARY_ONLY: [&str; 7] = [
+    "CLOUDINARY_URL",
+    "CLOUDINARY_CLOUD_NAME",
+    "CLOUDINARY_API_KEY",
+    "CLOUDINARY_API_SECRET",
+    "CLOUDINARY_UPLOAD_PREFIX",
+    "CLOUDINARY_FOLDER",
+    "CLOUDINARY_SIGNATURE_ALGORITHM",
 ];
+const S3_ONLY: [&str; 7] = [
+    "S3_BUCKET",
+    "S3_REGION",
+    "S3_ENDPOINT",
+    "S3_ACCESS_KEY_ID",
+    "S3_SECRET_ACCESS_KEY",
+    "S3_FORCE_PATH_STYLE",
+    "S3_PREFIX",
+];
+const WEBHOOK_ONLY: [&str; 2] = ["WEBHOOK_URL", "WEBHOOK_SECRET"];
 
 impl Config {
     /// `key=value` pairs on one line; `providers` is the chain in the order it is tried.
@@ -46,7 +49,24 @@ impl Config {
             Migrations::Off => "false",
         };
         let _ = write!(line, " migrations={migrations}");
-        let _ = write!(line, " storage={}", self.storage_dir.display());
+        let storage = match &self.storage.backend {
+            StorageBackend::Local => format!("local:{}", self.storage_dir.display()),
+            StorageBackend::Cloudinary(cloudinary) => format!(
+                "cloudinary:{}{}",
+                cloudinary.cloud_name,
+                cloudinary.folder.as_ref().map(|f| format!("/{f}")).unwrap_or_default()
+            ),
+            StorageBackend::S3(s3) => format!(
+                "s3:{}{}{}",
+                s3.bucket,
+                s3.prefix.as_ref().map(|p| format!("/{p}")).unwrap_or_default(),
+                s3.endpoint.as_ref().map(|e| format!("@{e}")).unwrap_or_default()
+            ),
+        };
+        let _ = write!(line, " storage={storage}");
+        if let Some(fallback) = self.storage.fallback_to_local {
+            let _ = write!(line, " storage_fallback={}", if fallback { "local" } else { "off" });
+        }
         if let Some(base) = &self.public_base_url {
             let _ = write!(line, " public_base_url={base}");
         }
@@ -107,14 +127,38 @@ impl Config {
         line
     }
 
-    /// The spec variables that are set but that this build does not use, each with what it
-    /// does instead.
-    pub fn unused_spec_vars(lookup: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, &'static str)> {
-        UNUSED_SPEC_VARS
-            .iter()
-            .filter(|(name, _)| lookup(name).is_some_and(|value| !value.trim().is_empty()))
-            .copied()
-            .collect()
+    /// Variables that are set but that this configuration does not use, each with the reason:
+    /// another storage backend's variables, a webhook's variables while `WEBHOOK_ENABLED` is
+    /// not true. Reported once at start-up, so a deployment's drift is not silently ignored.
+    pub fn unused_vars(&self, lookup: impl Fn(&str) -> Option<String>) -> Vec<(&'static str, &'static str)> {
+        let mut unused = Vec::new();
+        let mut check = |names: &[&'static str], used: bool, why: &'static str| {
+            if !used {
+                unused.extend(
+                    names
+                        .iter()
+                        .filter(|name| lookup(name).is_some_and(|value| !value.trim().is_empty()))
+                        .map(|name| (*name, why)),
+                );
+            }
+        };
+        let backend = &self.storage.backend;
+        check(
+            &CLOUDINARY_ONLY,
+            matches!(backend, StorageBackend::Cloudinary(_)),
+            "the storage backend is not cloudinary (STORAGE_BACKEND)",
+        );
+        check(
+            &S3_ONLY,
+            matches!(backend, StorageBackend::S3(_)),
+            "the storage backend is not s3 (STORAGE_BACKEND)",
+        );
+        check(
+            &WEBHOOK_ONLY,
+            self.queue.webhook.is_some(),
+            "WEBHOOK_ENABLED is not true",
+        );
+        unused
     }
 }
 
@@ -170,14 +214,27 @@ mod tests {
     }
 
     #[test]
-    fn only_spec_variables_that_are_set_are_reported_unused() {
-        let unused = Config::unused_spec_vars(|name| (name == "CLOUDINARY_CLOUD_NAME").then(|| "acme".to_owned()));
-        assert_eq!(unused.len(), 1);
-        assert_eq!(unused[0].0, "CLOUDINARY_CLOUD_NAME");
-        assert!(Config::unused_spec_vars(|_| None).is_empty());
+    fn variables_the_configuration_does_not_use_are_reported() {
+        let vars = std::collections::HashMap::from([
+            ("STORAGE_BACKEND", "local"),
+            ("CLOUDINARY_CLOUD_NAME", "acme"),
+            ("S3_BUCKET", " "),
+            ("WEBHOOK_URL", "https://hooks.example/render"),
+        ]);
+        let lookup = |name: &str| vars.get(name).map(|value| (*value).to_owned());
+        let config = Config::from_lookup(lookup).unwrap();
+        let unused = config.unused_vars(lookup);
+        let names: Vec<_> = unused.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            ["CLOUDINARY_CLOUD_NAME", "WEBHOOK_URL"],
+            "a blank variable is unset"
+        );
+        assert!(unused[0].1.contains("not cloudinary"));
         assert!(
-            Config::unused_spec_vars(|_| Some(" ".to_owned())).is_empty(),
-            "blank is unset"
+            Config::for_tests(std::path::Path::new("/tmp"))
+                .unused_vars(|_| None)
+                .is_empty()
         );
     }
 }

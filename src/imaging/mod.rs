@@ -125,9 +125,11 @@ pub struct RenderedAssets {
     pub timings: PostprocessTimings,
 }
 
+/// An encoded PNG. The buffer is shared, so an output that is the composite itself and every
+/// upload retry use the same bytes.
 #[derive(Debug, Clone)]
 pub struct EncodedImage {
-    pub png: Vec<u8>,
+    pub png: bytes::Bytes,
     pub width: u32,
     pub height: u32,
 }
@@ -190,7 +192,9 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
     let encode_started = std::time::Instant::now();
     let encode = |asset: &'static str, image: &RgbaImage| -> Result<EncodedImage, EncodeError> {
         Ok(EncodedImage {
-            png: codec::encode_rgba_png(image).map_err(|source| EncodeError { asset, source })?,
+            png: codec::encode_rgba_png(image)
+                .map_err(|source| EncodeError { asset, source })?
+                .into(),
             width: image.width(),
             height: image.height(),
         })
@@ -201,7 +205,8 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
                 .map(|samples| {
                     Ok(EncodedImage {
                         png: codec::encode_png(&samples, width, height, layout)
-                            .map_err(|source| EncodeError { asset, source })?,
+                            .map_err(|source| EncodeError { asset, source })?
+                            .into(),
                         width,
                         height,
                     })

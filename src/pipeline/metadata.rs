@@ -45,7 +45,27 @@ pub struct RenderMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_coverage: Option<f64>,
     pub postprocess: PostprocessTimings,
+    /// Where the assets were stored.
+    pub storage: StorageReport,
     pub timings: Timings,
+}
+
+/// Where a render's assets went. Normally just the configured backend; when it could not be
+/// reached and some assets were written to local storage instead, which ones and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageReport {
+    /// `cloudinary`, `s3` or `local` (also when assets fell back to local storage).
+    pub backend: &'static str,
+    /// The backend that failed, when assets fell back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_from: Option<&'static str>,
+    /// Its error, after its retries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The assets that fell back (all of them, or some when others got through).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fell_back: Vec<&'static str>,
 }
 
 /// What sanitising did to the prompt (never the prompt itself, which may hold personal data).

@@ -19,7 +19,7 @@ use serde::Serialize;
 pub use error::{Disposition, RenderError};
 pub use metadata::RenderMetadata;
 
-use metadata::{EncodedBytes, PromptReport, Sizes, Timings};
+use metadata::{EncodedBytes, PromptReport, Sizes, StorageReport, Timings};
 
 use crate::assets::{AssetRole, AssetSource};
 use crate::config::ImagingConfig;
@@ -298,6 +298,7 @@ impl Pipeline {
             sizes,
             mask_coverage,
             postprocess: postprocess_timings,
+            storage: urls.storage,
             timings,
         };
         let stored = serde_json::to_value(&metadata)
@@ -366,12 +367,12 @@ impl Pipeline {
         Ok((base, mask))
     }
 
-    /// Uploads every encoded asset concurrently, moving the buffers into the store.
+    /// Uploads every encoded asset concurrently, handing the buffers to the store (no copy).
     async fn upload(&self, request: &RenderRequest, assets: RenderedAssets) -> Result<UploadedUrls, RenderError> {
-        let put = |kind: AssetKind, png: Vec<u8>| {
+        let put = |kind: AssetKind, png: bytes::Bytes| {
             let key = StorageKey::for_asset(&request.tenant_id, &request.design_id, kind, &png);
             let blobs = Arc::clone(&self.blobs);
-            async move { blobs.put(&key, png, "image/png").await }
+            async move { blobs.put(&key, png, "image/png").await.map(|stored| (kind, stored)) }
         };
         let optional = |kind, asset: Option<imaging::EncodedImage>| {
             let upload = asset.map(|asset| put(kind, asset.png));
@@ -389,12 +390,31 @@ impl Pipeline {
             optional(AssetKind::NormalMap, assets.normal_map),
             optional(AssetKind::RoughnessMap, assets.roughness_map),
         )?;
+        let mut storage = StorageReport {
+            backend: self.blobs.backend(),
+            fallback_from: None,
+            reason: None,
+            fell_back: Vec::new(),
+        };
+        for (kind, stored) in [&composite, &high_res, &preview]
+            .into_iter()
+            .chain(normal_map.as_ref())
+            .chain(roughness_map.as_ref())
+        {
+            if let Some(fell_back) = &stored.fallback {
+                storage.backend = stored.backend;
+                storage.fallback_from = Some(fell_back.from);
+                storage.reason.get_or_insert_with(|| fell_back.reason.clone());
+                storage.fell_back.push(kind.as_str());
+            }
+        }
         Ok(UploadedUrls {
-            composite,
-            high_res,
-            preview,
-            normal_map,
-            roughness_map,
+            composite: composite.1.url,
+            high_res: high_res.1.url,
+            preview: preview.1.url,
+            normal_map: normal_map.map(|(_, stored)| stored.url),
+            roughness_map: roughness_map.map(|(_, stored)| stored.url),
+            storage,
         })
     }
 }
@@ -438,6 +458,7 @@ struct UploadedUrls {
     preview: url::Url,
     normal_map: Option<url::Url>,
     roughness_map: Option<url::Url>,
+    storage: StorageReport,
 }
 
 /// Brings the provider's image to the base's size and blends it in through the feathered mask.

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{AssetKind, BlobStore, StorageError, StorageKey};
+use super::{AssetKind, BlobStore, StorageError, StorageKey, Stored};
 
 /// The error an injected fault returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,12 +163,16 @@ impl<S: ?Sized> FlakyBlobStore<S> {
 
 #[async_trait::async_trait]
 impl<S: BlobStore + ?Sized> BlobStore for FlakyBlobStore<S> {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
     async fn put(
         &self,
         key: &StorageKey,
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
         content_type: &'static str,
-    ) -> Result<url::Url, StorageError> {
+    ) -> Result<Stored, StorageError> {
         // The guard is dropped before the inner put is awaited.
         let fault = self.lock().claim(key);
         if let Some(fault) = fault {
@@ -176,6 +180,14 @@ impl<S: BlobStore + ?Sized> BlobStore for FlakyBlobStore<S> {
             return Err(fault.error(key));
         }
         self.inner.put(key, bytes, content_type).await
+    }
+
+    async fn get(&self, key: &StorageKey, url: &url::Url) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get(key, url).await
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        self.inner.delete(key).await
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{BlobStore, StorageError, StorageKey};
+use super::{BlobStore, StorageError, StorageKey, Stored};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -48,12 +48,16 @@ impl LocalStore {
 
 #[async_trait::async_trait]
 impl BlobStore for LocalStore {
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
     async fn put(
         &self,
         key: &StorageKey,
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
         _content_type: &'static str,
-    ) -> Result<url::Url, StorageError> {
+    ) -> Result<Stored, StorageError> {
         let path = self.path_of(key);
         let io_error = |source| StorageError::Io {
             key: key.clone(),
@@ -75,7 +79,32 @@ impl BlobStore for LocalStore {
             let _ = tokio::fs::remove_file(&temporary).await;
             return Err(io_error(source));
         }
-        self.url_of(key, &path)
+        Ok(Stored {
+            url: self.url_of(key, &path)?,
+            backend: self.backend(),
+            fallback: None,
+        })
+    }
+
+    async fn get(&self, key: &StorageKey, _url: &url::Url) -> Result<Option<Vec<u8>>, StorageError> {
+        match tokio::fs::read(self.path_of(key)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StorageError::Io {
+                key: key.clone(),
+                source,
+            }),
+        }
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        match tokio::fs::remove_file(self.path_of(key)).await {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(StorageError::Io {
+                key: key.clone(),
+                source: error,
+            }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -88,12 +117,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path(), None).unwrap();
         let key = StorageKey::parse("renders/t/d/preview-00.png").unwrap();
-        let url = store.put(&key, b"png".to_vec(), "image/png").await.unwrap();
+        let url = store
+            .put(&key, bytes::Bytes::from_static(b"png"), "image/png")
+            .await
+            .unwrap()
+            .url;
         let path = url.to_file_path().unwrap();
         assert!(path.starts_with(store.root()));
         assert_eq!(std::fs::read(&path).unwrap(), b"png");
         // Rewriting the same key replaces the object and leaves no temporary file behind.
-        store.put(&key, b"png2".to_vec(), "image/png").await.unwrap();
+        store
+            .put(&key, bytes::Bytes::from_static(b"png2"), "image/png")
+            .await
+            .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"png2");
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
 
@@ -102,7 +138,11 @@ mod tests {
             Some(url::Url::parse("https://cdn.example.com/assets/").unwrap()),
         )
         .unwrap();
-        let url = public.put(&key, b"png".to_vec(), "image/png").await.unwrap();
+        let url = public
+            .put(&key, bytes::Bytes::from_static(b"png"), "image/png")
+            .await
+            .unwrap()
+            .url;
         assert_eq!(
             url.as_str(),
             "https://cdn.example.com/assets/renders/t/d/preview-00.png"
@@ -117,7 +157,7 @@ mod tests {
         let writes: Vec<_> = (0..32)
             .map(|_| {
                 let (store, key) = (std::sync::Arc::clone(&store), key.clone());
-                tokio::spawn(async move { store.put(&key, vec![7; 64 * 1024], "image/png").await })
+                tokio::spawn(async move { store.put(&key, vec![7; 64 * 1024].into(), "image/png").await })
             })
             .collect();
         for write in writes {

@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::{BlobStore, StorageError, StorageKey};
+use super::{BlobStore, StorageError, StorageKey, Stored};
 
 /// One stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBlob {
-    pub bytes: Vec<u8>,
+    pub bytes: bytes::Bytes,
     pub content_type: &'static str,
 }
 
@@ -39,7 +39,7 @@ impl MemoryBlobStore {
     }
 
     /// What was last stored under `key`.
-    pub fn get(&self, key: &StorageKey) -> Option<StoredBlob> {
+    pub fn blob(&self, key: &StorageKey) -> Option<StoredBlob> {
         self.lock().get(key).cloned()
     }
 
@@ -59,14 +59,31 @@ impl MemoryBlobStore {
 
 #[async_trait::async_trait]
 impl BlobStore for MemoryBlobStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
     async fn put(
         &self,
         key: &StorageKey,
-        bytes: Vec<u8>,
+        bytes: bytes::Bytes,
         content_type: &'static str,
-    ) -> Result<url::Url, StorageError> {
+    ) -> Result<Stored, StorageError> {
         let url = Self::url_of(key)?;
         self.lock().insert(key.clone(), StoredBlob { bytes, content_type });
-        Ok(url)
+        Ok(Stored {
+            url,
+            backend: self.backend(),
+            fallback: None,
+        })
+    }
+
+    async fn get(&self, key: &StorageKey, _url: &url::Url) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.lock().get(key).map(|blob| blob.bytes.to_vec()))
+    }
+
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
+        self.lock().remove(key);
+        Ok(())
     }
 }

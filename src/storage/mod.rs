@@ -4,12 +4,16 @@
 //! checked segment by segment ([`StorageKey::parse`]); a key can never name a parent directory,
 //! an absolute path or contain NUL, so no adapter can be led outside its root.
 //!
-//! Adapters: local disk and memory. [`flaky::FlakyBlobStore`] is a decorator over any of them
-//! that injects planned faults, for tests of the retry paths.
+//! Adapters: Cloudinary (signed uploads), S3-compatible buckets, local disk and memory.
+//! [`fallback::LocalFallback`] writes to local disk when the primary is unreachable after its
+//! retries; [`flaky::FlakyBlobStore`] injects planned faults, for tests of the retry paths.
 
+pub mod cloudinary;
+pub mod fallback;
 pub mod flaky;
 pub mod local;
 pub mod memory;
+pub mod s3;
 
 use std::fmt;
 
@@ -97,6 +101,36 @@ impl AssetKind {
     }
 }
 
+/// How a remote backend talks to its service: timeouts of one request, retries of a transient
+/// failure within one put, and how many requests the process keeps in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport {
+    pub connect_timeout: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub retries: u32,
+    pub max_in_flight: usize,
+}
+
+/// Where one object ended up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The URL the Design row keeps.
+    pub url: url::Url,
+    /// The backend that holds the object (`cloudinary`, `s3`, `local`, `memory`).
+    pub backend: &'static str,
+    /// Set when the primary backend could not be reached and the object went to local storage.
+    pub fallback: Option<FellBack>,
+}
+
+/// Why an object is not where the configuration wanted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FellBack {
+    /// The primary backend that failed.
+    pub from: &'static str,
+    /// Its error, after its retries.
+    pub reason: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("writing `{key}` failed: {source}")]
@@ -119,9 +153,24 @@ impl StorageError {
 /// A place that stores bytes under a key and returns a URL for them.
 #[async_trait::async_trait]
 pub trait BlobStore: Send + Sync {
-    /// Stores `bytes` under `key` (replacing what was there) and returns the public URL.
-    async fn put(&self, key: &StorageKey, bytes: Vec<u8>, content_type: &'static str)
-    -> Result<url::Url, StorageError>;
+    /// The backend's name, for metadata and logs.
+    fn backend(&self) -> &'static str;
+
+    /// Stores `bytes` under `key` (replacing what was there) and says where they went. The
+    /// buffer is shared, not copied, by retries and fallbacks.
+    async fn put(
+        &self,
+        key: &StorageKey,
+        bytes: bytes::Bytes,
+        content_type: &'static str,
+    ) -> Result<Stored, StorageError>;
+
+    /// Reads back the object a put of `key` answered with `url`; `None` when it is not there.
+    /// For operators' checks and tests, not the render path.
+    async fn get(&self, key: &StorageKey, url: &url::Url) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Deletes the object of `key`; deleting what is not there succeeds.
+    async fn delete(&self, key: &StorageKey) -> Result<(), StorageError>;
 }
 
 #[cfg(test)]

@@ -60,6 +60,9 @@ fn core_modules_stay_free_of_infrastructure() {
             "store::sqlite",
             "store::postgres",
             "storage::local",
+            "storage::cloudinary",
+            "storage::s3",
+            "object_store",
         ],
     );
 }
@@ -106,6 +109,9 @@ const ADAPTERS: &[(&str, &str)] = &[
     ("LocalStore", "src/storage/local.rs"),
     ("MemoryBlobStore", "src/storage/memory.rs"),
     ("FlakyBlobStore", "src/storage/flaky.rs"),
+    ("CloudinaryStore", "src/storage/cloudinary.rs"),
+    ("S3Store", "src/storage/s3.rs"),
+    ("LocalFallback", "src/storage/fallback.rs"),
     ("RedisTenantLimiter", "src/tenancy/redis.rs"),
     ("MemoryTenantLimiter", "src/tenancy/memory.rs"),
     ("HttpAssets", "src/assets/http.rs"),

@@ -9,4 +9,5 @@ mod helpers;
 mod migrations;
 mod providers;
 mod queue;
+mod storage;
 mod worker;

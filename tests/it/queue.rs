@@ -526,9 +526,10 @@ async fn the_worker_logs_its_configuration_unused_spec_variables_and_each_outcom
     let database_url = schema
         .url()
         .replacen("postgres://postgres@", "postgres://postgres:pg-secret-pw@", 1);
-    let mut worker = setup.spawn_worker(&database_url, &[("CLOUDINARY_CLOUD_NAME", "acme")]);
-    let unused = worker.wait_for_log("CLOUDINARY_CLOUD_NAME is set").await;
-    assert!(unused.contains("does not use it"), "{unused}");
+    // A webhook URL without WEBHOOK_ENABLED=true would be silently ignored: it is reported.
+    let mut worker = setup.spawn_worker(&database_url, &[("WEBHOOK_URL", "https://hooks.example/render")]);
+    let unused = worker.wait_for_log("WEBHOOK_URL is set but not used").await;
+    assert!(unused.contains("WEBHOOK_ENABLED is not true"), "{unused}");
     let summary = worker.wait_for_log("(worker): database=").await;
     assert!(summary.contains("INFO"), "logged at info: {summary}");
     assert!(

@@ -377,7 +377,7 @@ async fn a_non_square_render_keeps_its_aspect_unless_the_job_asks_to_cover_or_fi
     let stored_size = |url: &Value| {
         let url = url.as_str().expect("a URL");
         let key = StorageKey::parse(url.trim_start_matches("memory://blobs/")).expect("a key");
-        let blob = test.blobs.inner().get(&key).expect("stored");
+        let blob = test.blobs.inner().blob(&key).expect("stored");
         let image = image::load_from_memory(&blob.bytes).expect("a PNG");
         json!([image.width(), image.height()])
     };

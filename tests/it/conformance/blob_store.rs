@@ -1,19 +1,31 @@
-//! The [`BlobStore`] contract, run against the local-disk store, the memory store and the fault
-//! injector with an empty plan; then the fault injector's own plans.
+//! The [`BlobStore`] contract, run against every backend: Cloudinary (a loopback mock that
+//! checks signatures), S3 (a real moto server), local disk, memory, the local fallback and the
+//! fault injector with an empty plan; then the fault injector's own plans.
 //!
-//! The port can only write, so each fixture reads an object back its own way
-//! ([`BlobStoreUnderTest::stored`]): the local store from disk, the memory store with `get`.
+//! Besides the port's own `get`, each fixture reads an object back its own way
+//! ([`BlobStoreUnderTest::stored`]): the local store from disk, S3 with a plain HTTP GET, the
+//! Cloudinary mock from what it received, the memory store with `blob`.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use design_render::job::{DesignId, TenantId};
 use design_render::storage::{AssetKind, BlobStore, StorageKey};
 
+#[async_trait::async_trait]
 pub trait BlobStoreUnderTest: Send + Sync {
     fn store(&self) -> Arc<dyn BlobStore>;
 
-    /// The bytes the backend holds for `key`, which a put answered with `url`.
-    fn stored(&self, key: &StorageKey, url: &url::Url) -> Option<Vec<u8>>;
+    /// The bytes the backend holds for `key`, which a put answered with `url`, read without
+    /// the port.
+    async fn stored(&self, key: &StorageKey, url: &url::Url) -> Option<Vec<u8>>;
+
+    /// Whether a second put of a key answers with the same URL. Cloudinary's `secure_url`
+    /// carries the upload's version, so each put of a key has its own (every one of them
+    /// serves the asset).
+    fn stable_urls(&self) -> bool {
+        true
+    }
 }
 
 fn key(text: &str) -> StorageKey {
@@ -32,31 +44,45 @@ fn asset_key(tenant: &str, design: &str, kind: AssetKind) -> StorageKey {
 pub async fn a_put_returns_a_url_for_the_key_and_stores_the_bytes(subject: &dyn BlobStoreUnderTest) {
     let store = subject.store();
     let preview = asset_key("tenant-a", "d-1", AssetKind::Preview);
-    let url = store
-        .put(&preview, b"png bytes".to_vec(), "image/png")
+    let stored = store
+        .put(&preview, Bytes::from_static(b"png bytes"), "image/png")
         .await
         .expect("put succeeds");
     assert!(
-        url.path().ends_with(preview.as_str()),
-        "{url} does not end with the key {preview}"
+        stored.url.path().ends_with(preview.as_str()),
+        "{} does not end with the key {preview}",
+        stored.url
     );
-    assert_eq!(subject.stored(&preview, &url).as_deref(), Some(&b"png bytes"[..]));
+    assert_eq!((stored.backend, stored.fallback), (store.backend(), None));
+    assert_eq!(
+        subject.stored(&preview, &stored.url).await.as_deref(),
+        Some(&b"png bytes"[..])
+    );
+    assert_eq!(
+        store.get(&preview, &stored.url).await.expect("get").as_deref(),
+        Some(&b"png bytes"[..])
+    );
 }
 
-pub async fn a_second_put_of_a_key_replaces_the_bytes_and_keeps_the_url(subject: &dyn BlobStoreUnderTest) {
+pub async fn a_second_put_of_a_key_replaces_the_bytes(subject: &dyn BlobStoreUnderTest) {
     let store = subject.store();
     let composite = key("renders/tenant-a/d-1/composite-00.png");
     let first = store
-        .put(&composite, vec![1; 4096], "image/png")
+        .put(&composite, vec![1; 4096].into(), "image/png")
         .await
         .expect("first put");
     let second = store
-        .put(&composite, b"short".to_vec(), "image/png")
+        .put(&composite, Bytes::from_static(b"short"), "image/png")
         .await
         .expect("second put");
-    assert_eq!(first, second, "a re-run job must get the same URL");
+    if subject.stable_urls() {
+        assert_eq!(first.url, second.url, "a re-run job must get the same URL");
+    }
     // Shorter than the first object: nothing of it may remain.
-    assert_eq!(subject.stored(&composite, &second).as_deref(), Some(&b"short"[..]));
+    assert_eq!(
+        subject.stored(&composite, &second.url).await.as_deref(),
+        Some(&b"short"[..])
+    );
 }
 
 pub async fn distinct_keys_do_not_collide(subject: &dyn BlobStoreUnderTest) {
@@ -70,15 +96,15 @@ pub async fn distinct_keys_do_not_collide(subject: &dyn BlobStoreUnderTest) {
     ];
     let mut urls = Vec::new();
     for (index, key) in keys.iter().enumerate() {
-        let url = store
-            .put(key, format!("object {index}").into_bytes(), "image/png")
+        let stored = store
+            .put(key, format!("object {index}").into_bytes().into(), "image/png")
             .await
             .expect("put succeeds");
-        urls.push(url);
+        urls.push(stored.url);
     }
     for (index, (key, url)) in keys.iter().zip(&urls).enumerate() {
         assert_eq!(
-            subject.stored(key, url),
+            subject.stored(key, url).await,
             Some(format!("object {index}").into_bytes()),
             "{key} was overwritten"
         );
@@ -95,16 +121,18 @@ pub async fn concurrent_puts_of_one_key_all_succeed(subject: &dyn BlobStoreUnder
     let writers: Vec<_> = (0..16u8)
         .map(|writer| {
             let (store, shared) = (Arc::clone(&store), shared.clone());
-            tokio::spawn(async move { store.put(&shared, vec![writer; 64 * 1024], "image/png").await })
+            tokio::spawn(async move { store.put(&shared, vec![writer; 64 * 1024].into(), "image/png").await })
         })
         .collect();
     let mut urls = Vec::new();
     for writer in writers {
-        urls.push(writer.await.expect("writer task").expect("every put succeeds"));
+        urls.push(writer.await.expect("writer task").expect("every put succeeds").url);
     }
-    assert!(urls.windows(2).all(|pair| pair[0] == pair[1]), "{urls:?}");
+    if subject.stable_urls() {
+        assert!(urls.windows(2).all(|pair| pair[0] == pair[1]), "{urls:?}");
+    }
     // The object is one writer's bytes in full, never a mix.
-    let stored = subject.stored(&shared, &urls[0]).expect("object stored");
+    let stored = subject.stored(&shared, &urls[0]).await.expect("object stored");
     assert_eq!(stored.len(), 64 * 1024);
     assert!(
         stored.iter().all(|byte| *byte == stored[0]),
@@ -112,22 +140,36 @@ pub async fn concurrent_puts_of_one_key_all_succeed(subject: &dyn BlobStoreUnder
     );
 }
 
+pub async fn a_deleted_object_is_gone_and_deleting_again_succeeds(subject: &dyn BlobStoreUnderTest) {
+    let store = subject.store();
+    let normal = asset_key("tenant-a", "d-3", AssetKind::NormalMap);
+    let stored = store
+        .put(&normal, Bytes::from_static(b"normal"), "image/png")
+        .await
+        .expect("put succeeds");
+    store.delete(&normal).await.expect("delete");
+    assert_eq!(store.get(&normal, &stored.url).await.expect("get"), None);
+    assert_eq!(subject.stored(&normal, &stored.url).await, None);
+    store.delete(&normal).await.expect("deleting what is gone succeeds");
+}
+
 /// One multi-threaded test per suite function for an adapter module that defines
-/// `fn open() -> impl BlobStoreUnderTest`.
+/// `async fn open() -> impl BlobStoreUnderTest`.
 macro_rules! blob_store_conformance {
     () => {
         blob_store_conformance!(
             a_put_returns_a_url_for_the_key_and_stores_the_bytes,
-            a_second_put_of_a_key_replaces_the_bytes_and_keeps_the_url,
+            a_second_put_of_a_key_replaces_the_bytes,
             distinct_keys_do_not_collide,
             concurrent_puts_of_one_key_all_succeed,
+            a_deleted_object_is_gone_and_deleting_again_succeeds,
         );
     };
     ($($test:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $test() {
-                super::$test(&open()).await;
+                super::$test(&open().await).await;
             }
         )*
     };
@@ -146,12 +188,13 @@ mod local {
         _dir: tempfile::TempDir,
     }
 
+    #[async_trait::async_trait]
     impl BlobStoreUnderTest for Local {
         fn store(&self) -> Arc<dyn BlobStore> {
             self.store.clone()
         }
 
-        fn stored(&self, _key: &StorageKey, url: &url::Url) -> Option<Vec<u8>> {
+        async fn stored(&self, _key: &StorageKey, url: &url::Url) -> Option<Vec<u8>> {
             let path = url.to_file_path().ok()?;
             assert!(
                 path.starts_with(self.store.root()),
@@ -162,7 +205,7 @@ mod local {
         }
     }
 
-    fn open() -> Local {
+    async fn open() -> Local {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(LocalStore::new(dir.path(), None).expect("local store"));
         Local { store, _dir: dir }
@@ -181,19 +224,206 @@ mod memory {
 
     struct Memory(Arc<MemoryBlobStore>);
 
+    #[async_trait::async_trait]
     impl BlobStoreUnderTest for Memory {
         fn store(&self) -> Arc<dyn BlobStore> {
             self.0.clone()
         }
 
-        fn stored(&self, key: &StorageKey, url: &url::Url) -> Option<Vec<u8>> {
+        async fn stored(&self, key: &StorageKey, url: &url::Url) -> Option<Vec<u8>> {
             assert_eq!(url, &MemoryBlobStore::url_of(key).expect("url"));
-            self.0.get(key).map(|blob| blob.bytes)
+            self.0.blob(key).map(|blob| blob.bytes.to_vec())
         }
     }
 
-    fn open() -> Memory {
+    async fn open() -> Memory {
         Memory(Arc::new(MemoryBlobStore::new()))
+    }
+
+    blob_store_conformance!();
+}
+
+/// Signed uploads to the loopback Cloudinary, which refuses any request whose signature is off.
+mod cloudinary {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use design_render::config::{CloudinaryConfig, Secret, SignatureAlgorithm};
+    use design_render::storage::cloudinary::CloudinaryStore;
+    use design_render::storage::{BlobStore, StorageKey, Transport};
+
+    use super::BlobStoreUnderTest;
+    use crate::helpers::cloudinary::{API_KEY, API_SECRET, CLOUD, CloudinaryMock};
+
+    struct Cloudinary {
+        mock: CloudinaryMock,
+        store: Arc<CloudinaryStore>,
+    }
+
+    #[async_trait::async_trait]
+    impl BlobStoreUnderTest for Cloudinary {
+        fn store(&self) -> Arc<dyn BlobStore> {
+            self.store.clone()
+        }
+
+        async fn stored(&self, key: &StorageKey, url: &url::Url) -> Option<Vec<u8>> {
+            let public_id = key.as_str().strip_suffix(".png").unwrap_or(key.as_str());
+            let held = self.mock.asset(&format!("folder/{public_id}"));
+            if held.is_some() {
+                assert!(url.path().starts_with(&format!("/{CLOUD}/image/upload/v")), "{url}");
+            }
+            assert!(
+                self.mock.upload_statuses().iter().all(|status| *status == 200),
+                "an upload was refused: {:?}",
+                self.mock.upload_statuses()
+            );
+            held
+        }
+
+        fn stable_urls(&self) -> bool {
+            false
+        }
+    }
+
+    pub fn open_store(mock: &CloudinaryMock, secret: &str) -> CloudinaryStore {
+        design_render::http::ensure_tls_provider();
+        CloudinaryStore::new(
+            CloudinaryConfig {
+                cloud_name: CLOUD.into(),
+                api_key: API_KEY.into(),
+                api_secret: Secret::new(secret),
+                upload_prefix: url::Url::parse(&mock.prefix()).expect("url"),
+                folder: Some("folder".into()),
+                signature: SignatureAlgorithm::Sha1,
+            },
+            Transport {
+                connect_timeout: Duration::from_secs(2),
+                timeout: Duration::from_secs(10),
+                retries: 2,
+                max_in_flight: 4,
+            },
+        )
+        .expect("client")
+    }
+
+    async fn open() -> Cloudinary {
+        let mock = CloudinaryMock::start().await;
+        let store = Arc::new(open_store(&mock, API_SECRET));
+        Cloudinary { mock, store }
+    }
+
+    blob_store_conformance!();
+}
+
+/// A real S3-compatible server (moto) on loopback, one bucket per test, under a key prefix.
+mod s3 {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use design_render::config::{S3Config, S3Credentials, Secret};
+    use design_render::storage::s3::S3Store;
+    use design_render::storage::{BlobStore, StorageKey, Transport};
+
+    use super::BlobStoreUnderTest;
+    use crate::helpers::s3::TestBucket;
+
+    struct S3 {
+        bucket: TestBucket,
+        store: Arc<S3Store>,
+    }
+
+    #[async_trait::async_trait]
+    impl BlobStoreUnderTest for S3 {
+        fn store(&self) -> Arc<dyn BlobStore> {
+            self.store.clone()
+        }
+
+        async fn stored(&self, key: &StorageKey, url: &url::Url) -> Option<Vec<u8>> {
+            assert_eq!(url.as_str(), format!("https://cdn.example.com/assets/prefix/{key}"));
+            let response = self.bucket.fetch(&format!("prefix/{key}")).await;
+            if response.status() == reqwest::StatusCode::NOT_FOUND {
+                return None;
+            }
+            assert!(response.status().is_success(), "{}", response.status());
+            let headers = response.headers().clone();
+            assert_eq!(headers["content-type"], "image/png");
+            assert_eq!(headers["cache-control"], "public, max-age=31536000, immutable");
+            Some(response.bytes().await.expect("body").to_vec())
+        }
+    }
+
+    pub fn open_store(bucket: &TestBucket) -> S3Store {
+        S3Store::new(
+            &S3Config {
+                bucket: bucket.name.clone(),
+                region: "us-east-1".into(),
+                endpoint: Some(url::Url::parse(&bucket.endpoint).expect("url")),
+                credentials: Some(S3Credentials {
+                    access_key_id: "testing".into(),
+                    secret_access_key: Secret::new("testing"),
+                }),
+                aws_chain: Vec::new(),
+                force_path_style: true,
+                prefix: Some("prefix".into()),
+            },
+            url::Url::parse("https://cdn.example.com/assets/").expect("url"),
+            Transport {
+                connect_timeout: Duration::from_secs(2),
+                timeout: Duration::from_secs(10),
+                retries: 2,
+                max_in_flight: 8,
+            },
+        )
+        .expect("client")
+    }
+
+    async fn open() -> S3 {
+        let bucket = TestBucket::new("conformance").await;
+        let store = Arc::new(open_store(&bucket));
+        S3 { bucket, store }
+    }
+
+    blob_store_conformance!();
+}
+
+/// The local fallback over a healthy primary must be indistinguishable from the primary.
+mod local_fallback_over_a_healthy_primary {
+    use std::sync::Arc;
+
+    use design_render::storage::fallback::LocalFallback;
+    use design_render::storage::local::LocalStore;
+    use design_render::storage::memory::MemoryBlobStore;
+    use design_render::storage::{BlobStore, StorageKey};
+
+    use super::BlobStoreUnderTest;
+
+    struct Fallback {
+        primary: Arc<MemoryBlobStore>,
+        store: Arc<LocalFallback>,
+        _dir: tempfile::TempDir,
+    }
+
+    #[async_trait::async_trait]
+    impl BlobStoreUnderTest for Fallback {
+        fn store(&self) -> Arc<dyn BlobStore> {
+            self.store.clone()
+        }
+
+        async fn stored(&self, key: &StorageKey, _url: &url::Url) -> Option<Vec<u8>> {
+            assert_eq!(self.store.fallbacks(), 0, "a healthy primary never falls back");
+            self.primary.blob(key).map(|blob| blob.bytes.to_vec())
+        }
+    }
+
+    async fn open() -> Fallback {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let primary = Arc::new(MemoryBlobStore::new());
+        let local = LocalStore::new(dir.path(), None).expect("local store");
+        Fallback {
+            store: Arc::new(LocalFallback::new(primary.clone(), Arc::new(local))),
+            primary,
+            _dir: dir,
+        }
     }
 
     blob_store_conformance!();
@@ -214,18 +444,19 @@ mod flaky_with_an_empty_plan {
         store: Arc<FlakyBlobStore<MemoryBlobStore>>,
     }
 
+    #[async_trait::async_trait]
     impl BlobStoreUnderTest for Flaky {
         fn store(&self) -> Arc<dyn BlobStore> {
             self.store.clone()
         }
 
-        fn stored(&self, key: &StorageKey, _url: &url::Url) -> Option<Vec<u8>> {
+        async fn stored(&self, key: &StorageKey, _url: &url::Url) -> Option<Vec<u8>> {
             assert_eq!(self.store.injected(), 0, "an empty plan injected a fault");
-            self.inner.get(key).map(|blob| blob.bytes)
+            self.inner.blob(key).map(|blob| blob.bytes.to_vec())
         }
     }
 
-    fn open() -> Flaky {
+    async fn open() -> Flaky {
         let inner = Arc::new(MemoryBlobStore::new());
         Flaky {
             store: Arc::new(FlakyBlobStore::new(Arc::clone(&inner))),
@@ -240,6 +471,7 @@ mod flaky_with_an_empty_plan {
 mod flaky_faults {
     use std::sync::Arc;
 
+    use bytes::Bytes;
     use design_render::storage::flaky::{Fault, FaultPlan, FlakyBlobStore, Times};
     use design_render::storage::memory::MemoryBlobStore;
     use design_render::storage::{AssetKind, BlobStore, StorageError};
@@ -255,7 +487,7 @@ mod flaky_faults {
         );
         let (first, second) = (key("renders/t/d/composite-01.png"), key("renders/t/d/preview-01.png"));
         for attempted in [&first, &second] {
-            match flaky.put(attempted, b"x".to_vec(), "image/png").await {
+            match flaky.put(attempted, Bytes::from_static(b"x"), "image/png").await {
                 Err(error @ StorageError::Unavailable { .. }) => {
                     assert!(error.is_transient());
                     assert!(matches!(&error, StorageError::Unavailable { key, .. } if key == attempted));
@@ -265,11 +497,11 @@ mod flaky_faults {
         }
         assert!(inner.keys().is_empty(), "a failed put reached the inner store");
         assert!(flaky.plan_is_spent());
-        let url = flaky
-            .put(&first, b"x".to_vec(), "image/png")
+        let stored = flaky
+            .put(&first, Bytes::from_static(b"x"), "image/png")
             .await
             .expect("passes through");
-        assert_eq!(url, MemoryBlobStore::url_of(&first).unwrap());
+        assert_eq!(stored.url, MemoryBlobStore::url_of(&first).unwrap());
         assert_eq!(inner.keys(), vec![first]);
         assert_eq!(flaky.injected(), 2);
     }
@@ -290,22 +522,25 @@ mod flaky_faults {
         let other_tenant = asset_key("tenant-x", "d-1", AssetKind::Composite);
 
         for _ in 0..3 {
-            let error = flaky.put(&preview, b"p".to_vec(), "image/png").await.unwrap_err();
+            let error = flaky
+                .put(&preview, Bytes::from_static(b"p"), "image/png")
+                .await
+                .unwrap_err();
             assert!(matches!(error, StorageError::Rejected { .. }), "{error:?}");
             assert!(!error.is_transient());
         }
         flaky
-            .put(&composite, b"c".to_vec(), "image/png")
+            .put(&composite, Bytes::from_static(b"c"), "image/png")
             .await
             .expect("other kinds pass");
-        match flaky.put(&other_tenant, b"x".to_vec(), "image/png").await {
+        match flaky.put(&other_tenant, Bytes::from_static(b"x"), "image/png").await {
             Err(StorageError::Io { source, .. }) => {
                 assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied)
             }
             other => panic!("expected an injected IO error, got {other:?}"),
         }
         flaky
-            .put(&other_tenant, b"x".to_vec(), "image/png")
+            .put(&other_tenant, Bytes::from_static(b"x"), "image/png")
             .await
             .expect("fired once only");
 
@@ -324,15 +559,15 @@ mod flaky_faults {
             FaultPlan::new().fail_next_puts(5, Fault::Unavailable),
         );
         let target = key("renders/t/d/normal-01.png");
-        assert!(flaky.put(&target, b"n".to_vec(), "image/png").await.is_err());
+        assert!(flaky.put(&target, Bytes::from_static(b"n"), "image/png").await.is_err());
         flaky.set_plan(FaultPlan::new());
         flaky
-            .put(&target, b"n".to_vec(), "image/png")
+            .put(&target, Bytes::from_static(b"n"), "image/png")
             .await
             .expect("empty plan");
         assert_eq!(
-            inner.get(&target).map(|blob| (blob.bytes, blob.content_type)),
-            Some((b"n".to_vec(), "image/png"))
+            inner.blob(&target).map(|blob| (blob.bytes, blob.content_type)),
+            Some((Bytes::from_static(b"n"), "image/png"))
         );
         assert_eq!(flaky.injected(), 1);
     }
@@ -344,9 +579,9 @@ mod flaky_faults {
         let flaky: FlakyBlobStore =
             FlakyBlobStore::with_plan(erased, FaultPlan::new().fail_next_puts(1, Fault::Unavailable));
         let target = key("renders/t/d/roughness-01.png");
-        assert!(flaky.put(&target, b"r".to_vec(), "image/png").await.is_err());
+        assert!(flaky.put(&target, Bytes::from_static(b"r"), "image/png").await.is_err());
         flaky
-            .put(&target, b"r".to_vec(), "image/png")
+            .put(&target, Bytes::from_static(b"r"), "image/png")
             .await
             .expect("second put passes");
         assert_eq!(inner.keys(), vec![target]);

@@ -4,10 +4,12 @@
 //! [`queue`] holds the fixtures of the process tests (a queue of one test, worker processes, a
 //! held asset server, published events) and [`node`] runs the Node BullMQ fixture scripts.
 
+pub mod cloudinary;
 pub mod node;
 pub mod pg;
 pub mod queue;
 pub mod redis;
+pub mod s3;
 pub mod worker;
 
 pub use self::node::node;

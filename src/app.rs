@@ -150,7 +150,7 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
 
 /// The storage backend `STORAGE_BACKEND` selects, behind the local fallback when
 /// `STORAGE_FALLBACK` (default: on for `render`, off for the worker) asks for it.
-fn build_storage(config: &Config, mode: Mode) -> anyhow::Result<Arc<dyn BlobStore>> {
+pub fn build_storage(config: &Config, mode: Mode) -> anyhow::Result<Arc<dyn BlobStore>> {
     let local = || {
         LocalStore::new(&config.storage_dir, config.public_base_url.clone())
             .with_context(|| format!("preparing STORAGE_DIR {}", config.storage_dir.display()))

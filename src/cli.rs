@@ -33,10 +33,20 @@ pub enum Command {
     Worker,
     /// Add one render job to the BullMQ queue and print its id.
     Enqueue(EnqueueArgs),
+    /// Operate on the configured asset storage.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Measure the built-in fill against the classical Telea baseline on procedural textures.
     /// Only in builds with the `eval` cargo feature.
     #[cfg(feature = "eval")]
     EvalFill(EvalFillArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Write, read back and delete a small object under `_design-render-check/` with the
+    /// configured backend (never the local fallback), and print how each step went.
+    Check,
 }
 
 #[cfg(feature = "eval")]
@@ -138,6 +148,7 @@ pub async fn run(cli: Cli, config: Config) -> Outcome {
         Command::Render(args) => render(args, config).await,
         Command::Worker => worker(config).await,
         Command::Enqueue(args) => enqueue(args, config).await,
+        Command::Storage(StorageCommand::Check) => storage_check(config).await,
         #[cfg(feature = "eval")]
         Command::EvalFill(args) => eval_fill(&args),
     }
@@ -315,6 +326,72 @@ async fn worker(config: Config) -> Outcome {
         Ok(()) => Outcome::Success,
         Err(error) => fail(&with_code(&error, error.code()), Outcome::TryLater),
     }
+}
+
+async fn storage_check(mut config: Config) -> Outcome {
+    use crate::storage::{StorageError, StorageKey};
+    // The backend itself is under test: a fallback would hide its failure.
+    config.storage.fallback_to_local = Some(false);
+    let store = match app::build_storage(&config, Mode::OneShot) {
+        Ok(store) => store,
+        Err(error) => return fail(&format!("{error:#}"), start_up_outcome(&error)),
+    };
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%3f");
+    let key = match StorageKey::parse(&format!("_design-render-check/{stamp}-{}.png", std::process::id())) {
+        Ok(key) => key,
+        Err(error) => return fail(&error.to_string(), Outcome::Failed),
+    };
+    let probe = image::RgbaImage::from_pixel(1, 1, image::Rgba([0, 128, 255, 255]));
+    let bytes = match crate::imaging::codec::encode_rgba_png(&probe) {
+        Ok(bytes) => bytes::Bytes::from(bytes),
+        Err(error) => return fail(&format!("encoding the probe image: {error}"), Outcome::Failed),
+    };
+    let failed = |step: &str, error: StorageError| {
+        let outcome = if error.is_transient() {
+            Outcome::TryLater
+        } else {
+            Outcome::Misconfigured
+        };
+        fail(
+            &format!("storage check ({}): {step} failed: {error}", store.backend()),
+            outcome,
+        )
+    };
+    let started = std::time::Instant::now();
+    let stored = match store.put(&key, bytes.clone(), "image/png").await {
+        Ok(stored) => stored,
+        Err(error) => return failed("write", error),
+    };
+    println!("write     ok  {:>5} ms  {}", started.elapsed().as_millis(), stored.url);
+    let started = std::time::Instant::now();
+    match store.get(&key, &stored.url).await {
+        Ok(Some(read)) if read == bytes => {
+            println!(
+                "read back ok  {:>5} ms  {} bytes, identical",
+                started.elapsed().as_millis(),
+                read.len()
+            );
+        }
+        Ok(Some(read)) => {
+            return fail(
+                &format!(
+                    "storage check: read back {} bytes that differ from the {} written",
+                    read.len(),
+                    bytes.len()
+                ),
+                Outcome::Failed,
+            );
+        }
+        Ok(None) => return fail("storage check: the object just written is not there", Outcome::Failed),
+        Err(error) => return failed("read back", error),
+    }
+    let started = std::time::Instant::now();
+    if let Err(error) = store.delete(&key).await {
+        return failed("delete", error);
+    }
+    println!("delete    ok  {:>5} ms  {key}", started.elapsed().as_millis());
+    println!("storage {} works", store.backend());
+    Outcome::Success
 }
 
 async fn enqueue(args: EnqueueArgs, config: Config) -> Outcome {

@@ -162,8 +162,9 @@ impl Config {
     }
 }
 
-/// The URL with its password replaced by `***` and its query dropped; text that is not a URL is
-/// not shown at all.
+/// The URL with its password replaced by `***`, and of its query only the parameters that
+/// cannot carry a credential (`schema=…` stays, `sslpassword=…` or `token=…` go); text that is
+/// not a URL is not shown at all.
 fn redacted_url(url: &Secret) -> String {
     let Ok(mut parsed) = url::Url::parse(url.expose()) else {
         return "[unparsable URL]".to_owned();
@@ -171,7 +172,20 @@ fn redacted_url(url: &Secret) -> String {
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("***"));
     }
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(name, _)| {
+            let name = name.to_ascii_lowercase();
+            !["pass", "secret", "token", "key", "auth", "cred", "sig"]
+                .iter()
+                .any(|word| name.contains(word))
+        })
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
     parsed.set_query(None);
+    if !kept.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(kept);
+    }
     parsed.set_fragment(None);
     parsed.to_string()
 }
@@ -185,7 +199,7 @@ mod tests {
         let vars = std::collections::HashMap::from([
             (
                 "DATABASE_URL",
-                "postgres://app:hunter2@db.internal:5432/designs?sslpassword=s3cret",
+                "postgres://app:hunter2@db.internal:5432/designs?sslpassword=s3cret&schema=render",
             ),
             ("REDIS_URL", "redis://:redispass@cache.internal:6379/0"),
             ("OPENAI_API_KEY", "sk-live-0123456789abcdef"),
@@ -200,7 +214,7 @@ mod tests {
             assert!(!line.contains(secret), "{secret} leaked: {line}");
         }
         for expected in [
-            "database=postgres://app:***@db.internal:5432/designs ",
+            "database=postgres://app:***@db.internal:5432/designs?schema=render ",
             "redis=redis://:***@cache.internal:6379/0 ",
             "providers=openai>builtin ",
             "openai_model=gpt-image-1.5 ",

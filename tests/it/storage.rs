@@ -263,3 +263,52 @@ async fn render_and_the_queue_worker_write_every_asset_to_an_s3_bucket() {
     assert_eq!(bucket.fetch(key).await.status(), 200);
     teardown(queue, events, setup, schema).await;
 }
+
+fn storage_check(dir: &std::path::Path, env: &[(&str, String)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_design-render"))
+        .args(["storage", "check"])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .output()
+        .expect("design-render runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_check_proves_the_backend_works_or_exits_78_on_bad_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = TestBucket::new("check").await;
+    let output = storage_check(dir.path(), &bucket.env("https://cdn.example.com/"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for step in ["write     ok", "read back ok", "delete    ok", "storage s3 works"] {
+        assert!(stdout.contains(step), "{step} missing: {stdout}");
+    }
+    let key = stdout
+        .lines()
+        .find_map(|line| {
+            line.split_whitespace()
+                .last()
+                .filter(|word| word.starts_with("_design-render-check/"))
+        })
+        .expect("the deleted key");
+    assert_eq!(bucket.fetch(key).await.status(), 404, "the probe object is gone");
+
+    let mock = CloudinaryMock::start().await;
+    let output = storage_check(
+        dir.path(),
+        &[
+            ("CLOUDINARY_URL", format!("cloudinary://{API_KEY}:wrong-secret@{CLOUD}")),
+            ("CLOUDINARY_UPLOAD_PREFIX", mock.prefix()),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("Invalid Signature"), "{stderr}");
+    assert!(!stderr.contains("wrong-secret"), "{stderr}");
+}

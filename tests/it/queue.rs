@@ -530,10 +530,16 @@ async fn the_worker_logs_its_configuration_unused_spec_variables_and_each_outcom
     let mut worker = setup.spawn_worker(&database_url, &[("WEBHOOK_URL", "https://hooks.example/render")]);
     let unused = worker.wait_for_log("WEBHOOK_URL is set but not used").await;
     assert!(unused.contains("WEBHOOK_ENABLED is not true"), "{unused}");
+    // No storage backend and no PUBLIC_BASE_URL: the operator is told the URLs stay local.
+    let local = worker.wait_for_log("readable only on this machine").await;
+    assert!(local.contains("WARN"), "{local}");
     let summary = worker.wait_for_log("(worker): database=").await;
     assert!(summary.contains("INFO"), "logged at info: {summary}");
     assert!(
-        summary.contains("postgres://postgres:***@127.0.0.1:5432/test "),
+        summary.contains(&format!(
+            "database=postgres://postgres:***@127.0.0.1:5432/test?schema={} ",
+            schema.name
+        )),
         "{summary}"
     );
     assert!(!summary.contains("pg-secret-pw"), "{summary}");

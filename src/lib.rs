@@ -27,6 +27,7 @@ pub mod events;
 pub mod failure;
 pub mod http;
 pub mod imaging;
+pub mod jitter;
 pub mod job;
 pub mod pipeline;
 pub mod providers;

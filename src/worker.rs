@@ -13,7 +13,6 @@
 //!   included).
 //! - An error is logged once, here, where it is handled.
 
-use std::hash::{BuildHasher, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +22,7 @@ use tracing::Instrument;
 
 use crate::events::{EventError, EventSink, EventSubject, RenderEvent};
 use crate::failure::{JobError, settle};
+use crate::jitter::jitter;
 use crate::job::{JobData, PayloadError, RenderRequest, TenantId};
 use crate::pipeline::{Cancellation, Disposition, Pipeline, Progress, RenderError, Stop};
 use crate::tenancy::TenantLimiter;
@@ -315,23 +315,6 @@ fn saturated_delay() -> Duration {
 fn provider_retry_delay(after: Duration) -> Duration {
     let capped = after.min(PROVIDER_RETRY_AFTER_MAX);
     capped + jitter(capped / 10)
-}
-
-/// A uniformly spread duration in `[0, spread)` (whole milliseconds; zero for a spread under
-/// one millisecond).
-fn jitter(spread: Duration) -> Duration {
-    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
-    if spread_ms == 0 {
-        return Duration::ZERO;
-    }
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    Duration::from_millis(hasher.finish() % spread_ms)
 }
 
 /// Renews a tenant lease every third of its lifetime until dropped, and says when the lease is

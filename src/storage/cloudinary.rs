@@ -97,7 +97,7 @@ impl CloudinaryStore {
                 Err(Failure::Transient(reason)) => {
                     tracing::debug!("Cloudinary upload of {key} failed, retrying: {reason}");
                     let base = Duration::from_millis(250) * 2u32.saturating_pow(tries.min(8));
-                    tokio::time::sleep(base + jitter(base / 4)).await;
+                    tokio::time::sleep(base + crate::jitter::jitter(base / 4)).await;
                     tries += 1;
                 }
             }
@@ -305,12 +305,6 @@ fn describe_send_error(error: reqwest::Error) -> String {
     } else {
         format!("the request failed: {}", error.without_url())
     }
-}
-
-fn jitter(spread: Duration) -> Duration {
-    let nanos = u64::from(chrono::Utc::now().timestamp_subsec_nanos());
-    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(0).max(1);
-    Duration::from_millis(nanos % spread_ms)
 }
 
 #[cfg(test)]

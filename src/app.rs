@@ -196,7 +196,13 @@ pub fn build_storage(config: &Config, mode: Mode) -> anyhow::Result<Arc<dyn Blob
 /// Builds the queue worker: the pipeline in [`Mode::Queue`], Redis tenant leases (limits from
 /// `DEFAULT_TENANT_CONCURRENCY`, `TENANT_CONCURRENCY_FILE` and `TENANT_CONCURRENCY_OVERRIDES`,
 /// the env winning) and the event sinks (Redis PUBLISH, plus the webhook when enabled).
-pub async fn build_worker(config: &Config) -> anyhow::Result<crate::worker::RenderWorker> {
+/// The queue worker and the readiness checks of what it depends on (Redis, the database).
+pub struct BuiltWorker {
+    pub worker: crate::worker::RenderWorker,
+    pub probes: Vec<crate::admin::Probe>,
+}
+
+pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
     use crate::events::{EventSink, Fanout, redis_pubsub::RedisPublisher, webhook::WebhookSink};
     use crate::tenancy::{RedisTenantLimiter, TenantLimits};
 
@@ -226,17 +232,32 @@ pub async fn build_worker(config: &Config) -> anyhow::Result<crate::worker::Rend
         },
         config.queue.tenant_lease,
     ));
-    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(RedisPublisher::new(connection))];
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(RedisPublisher::new(connection.clone()))];
     if let Some(webhook) = &config.queue.webhook {
         sinks.push(Arc::new(
             WebhookSink::new(webhook.url.clone(), webhook.secret.clone()).context("building the webhook client")?,
         ));
     }
-    Ok(crate::worker::RenderWorker {
-        pipeline,
-        limiter,
-        events: Arc::new(Fanout { sinks }),
-        cancellation: Default::default(),
+    let designs = Arc::clone(&pipeline.designs);
+    let database = crate::admin::Probe {
+        name: "database",
+        check: Box::new(move || {
+            let designs = Arc::clone(&designs);
+            Box::pin(async move {
+                // A read of a row that is never there: the connection and the table answer.
+                let probe = crate::job::DesignId::parse("readiness-probe").map_err(|rule| rule.to_string())?;
+                designs.get(&probe).await.map(drop).map_err(|error| error.to_string())
+            })
+        }),
+    };
+    Ok(BuiltWorker {
+        probes: vec![crate::queue::redis_probe(connection), database],
+        worker: crate::worker::RenderWorker {
+            pipeline,
+            limiter,
+            events: Arc::new(Fanout { sinks }),
+            cancellation: Default::default(),
+        },
     })
 }
 

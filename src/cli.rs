@@ -307,22 +307,60 @@ fn outcome_of(disposition: Disposition) -> Outcome {
 }
 
 async fn worker(config: Config) -> Outcome {
-    let render = match app::build_worker(&config).await {
-        Ok(render) => render,
+    let built = match app::build_worker(&config).await {
+        Ok(built) => built,
         Err(error) => return fail(&format!("{error:#}"), start_up_outcome(&error)),
     };
     let signals = match crate::worker::ShutdownSignals::install() {
         Ok(signals) => signals,
         Err(error) => return fail(&format!("cannot install signal handlers: {error}"), Outcome::TryLater),
     };
-    match crate::queue::serve(
-        std::sync::Arc::new(render),
+    let admin = std::sync::Arc::new(crate::admin::AdminState {
+        probes: built.probes,
+        shutting_down: std::sync::atomic::AtomicBool::new(false),
+        metrics: crate::admin::metrics_handle(),
+    });
+    let (stopped, admin_stop) = tokio::sync::oneshot::channel::<()>();
+    if let Some(address) = config.queue.admin_addr {
+        let listener = match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                return fail(
+                    &format!("cannot listen on ADMIN_ADDR {address}: {error} (set another address or `off`)"),
+                    Outcome::Misconfigured,
+                );
+            }
+        };
+        match listener.local_addr() {
+            Ok(bound) => tracing::info!("Admin server on http://{bound} (/healthz, /readyz, /metrics)"),
+            Err(error) => tracing::warn!("Admin server listening; its address is unknown: {error}"),
+        }
+        let state = std::sync::Arc::clone(&admin);
+        tokio::spawn(async move {
+            let stop = async {
+                let _ = admin_stop.await;
+            };
+            if let Err(error) = crate::admin::serve(listener, state, stop).await {
+                tracing::warn!("The admin server stopped: {error}");
+            }
+        });
+    }
+    let shutdown = {
+        let admin = std::sync::Arc::clone(&admin);
+        async move {
+            signals.first().await;
+            admin.shutting_down.store(true, std::sync::atomic::Ordering::Release);
+        }
+    };
+    let served = crate::queue::serve(
+        std::sync::Arc::new(built.worker),
         &config.queue,
         &config.redis,
-        signals.first(),
+        shutdown,
     )
-    .await
-    {
+    .await;
+    drop(stopped);
+    match served {
         Ok(()) => Outcome::Success,
         Err(error) => fail(&with_code(&error, error.code()), Outcome::TryLater),
     }

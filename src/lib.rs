@@ -17,6 +17,7 @@
 //!   [`tenancy`]: crash-safe per-tenant slot leases; [`events`]: render events and their sinks.
 //! - [`app`]: the composition root; [`cli`]: the command line; [`telemetry`]: logging.
 
+pub mod admin;
 pub mod app;
 pub mod assets;
 pub mod budget;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use crate::error_code::ErrorCode;
 use crate::events::{EventError, EventSink, EventSubject, RenderEvent};
 use crate::failure::{JobError, settle};
 use crate::jitter::jitter;
@@ -97,15 +98,24 @@ impl JobHandler for RenderWorker {
             tenant.id = tracing::field::Empty,
         );
         let job_id = delivery.job_id.clone();
-        AssertUnwindSafe(self.handle_in_span(delivery).instrument(span))
+        let started = std::time::Instant::now();
+        let in_flight = metrics::gauge!("design_render_jobs_in_flight");
+        in_flight.increment(1.0);
+        let outcome = AssertUnwindSafe(self.handle_in_span(delivery).instrument(span))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {
                 // Only the bookkeeping around the pipeline can get here (the pipeline's own
                 // panics are caught below); BullMQ retries the job.
                 tracing::error!(job.id = %job_id, "Job {job_id} panicked outside the render; it will be retried");
+                count_job("retried", ErrorCode::Internal.as_str());
                 JobOutcome::Retry(JobError::Panicked)
-            })
+            });
+        in_flight.decrement(1.0);
+        if !matches!(outcome, JobOutcome::Delay(_)) {
+            metrics::histogram!("design_render_job_duration_seconds").record(started.elapsed().as_secs_f64());
+        }
+        outcome
     }
 
     fn cancel_in_flight(&self) {
@@ -137,6 +147,7 @@ impl RenderWorker {
                     request.tenant_id,
                     delivery.job_id
                 );
+                metrics::counter!("design_render_tenant_saturated_total").increment(1);
                 return JobOutcome::Delay(saturated_delay());
             }
             Err(error) => return self.fail(&delivery, subject, Some(&request), error.into()).await,
@@ -162,6 +173,8 @@ impl RenderWorker {
         match result {
             Ok(output) => {
                 tracing::info!("Completed design {} (job {})", request.design_id, delivery.job_id);
+                count_job("completed", "ok");
+                record_step_durations(&output.metadata.timings);
                 let event = RenderEvent::completed(subject, &output);
                 // Independent, so they share one round trip on the multiplexed connection.
                 tokio::join!(release, self.publish(&event));
@@ -183,6 +196,7 @@ impl RenderWorker {
                     request.design_id,
                     before.describe()
                 );
+                count_job("abandoned", ErrorCode::Cancelled.as_str());
                 JobOutcome::Abandon
             }
             Err(error) => {
@@ -202,6 +216,10 @@ impl RenderWorker {
         error: JobError,
     ) -> JobOutcome {
         let settlement = settle(&error, delivery.attempt, delivery.attempts_allowed);
+        count_job(
+            if settlement.is_final { "failed" } else { "retried" },
+            error.code().as_str(),
+        );
         if settlement.is_final {
             tracing::warn!(
                 error.code = %error.code(),
@@ -300,6 +318,27 @@ fn raw_subject(delivery: &Delivery) -> EventSubject {
         tenant_id: field("tenantId", crate::job::MAX_ID_LEN).unwrap_or_default(),
         user_id: field("userId", crate::job::MAX_USER_ID_CHARS),
         attempts_made: delivery.attempt,
+    }
+}
+
+/// `design_render_jobs_total{outcome, code}`: `completed` (code `ok`), `retried`, `failed`
+/// (final) or `abandoned` (cancelled at shutdown), with the stable error code. Never an id.
+fn count_job(outcome: &'static str, code: &'static str) {
+    metrics::counter!("design_render_jobs_total", "outcome" => outcome, "code" => code).increment(1);
+}
+
+/// `design_render_step_duration_seconds{step}` of a completed render.
+fn record_step_durations(timings: &crate::pipeline::metadata::Timings) {
+    for (step, ms) in [
+        ("mark_processing", timings.mark_processing_ms),
+        ("sanitize_prompt", timings.sanitize_prompt_ms),
+        ("download", timings.download_ms),
+        ("decode", timings.decode_ms),
+        ("inpaint", timings.inpaint_ms),
+        ("postprocess", timings.postprocess_ms),
+        ("upload", timings.upload_ms),
+    ] {
+        metrics::histogram!("design_render_step_duration_seconds", "step" => step).record(ms / 1000.0);
     }
 }
 

@@ -55,6 +55,9 @@ pub struct QueueConfig {
     /// Signed webhook for render events: set exactly when `WEBHOOK_ENABLED=true`, which then
     /// requires `WEBHOOK_URL` and `WEBHOOK_SECRET`.
     pub webhook: Option<WebhookConfig>,
+    /// Where the worker serves `/healthz`, `/readyz` and `/metrics` (`ADMIN_ADDR`, default
+    /// `127.0.0.1:9464`; `off` disables it; port 0 picks a free port).
+    pub admin_addr: Option<std::net::SocketAddr>,
 }
 
 /// Where render events are POSTed, and the HMAC-SHA256 key that signs them.
@@ -179,6 +182,7 @@ impl Default for QueueConfig {
             stalled_interval: Duration::from_secs(30),
             drain_delay: Duration::from_secs(5),
             webhook: None,
+            admin_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
         }
     }
 }
@@ -224,6 +228,16 @@ impl QueueConfig {
                 |seconds| (1..=300).contains(seconds),
             )?),
             webhook,
+            admin_addr: match vars.get("ADMIN_ADDR").map(|text| text.trim().to_owned()) {
+                None => defaults.admin_addr,
+                Some(text) if text.eq_ignore_ascii_case("off") => None,
+                Some(text) => Some(text.parse().map_err(|_| {
+                    ConfigError::new(
+                        "ADMIN_ADDR",
+                        format!("must be `host:port` (an IP address) or `off` (got `{text}`)"),
+                    )
+                })?),
+            },
         })
     }
 

@@ -41,6 +41,23 @@ pub async fn redis_connection(redis: &RedisConfig) -> Result<AnyConnection, bull
         .connection())
 }
 
+/// The readiness check of a Redis connection: `PING` answers `PONG`.
+pub fn redis_probe(connection: AnyConnection) -> crate::admin::Probe {
+    crate::admin::Probe {
+        name: "redis",
+        check: Box::new(move || {
+            let mut connection = connection.clone();
+            Box::pin(async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map(drop)
+                    .map_err(|error| error.to_string())
+            })
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

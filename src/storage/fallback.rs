@@ -48,6 +48,8 @@ impl BlobStore for LocalFallback {
         match self.primary.put(key, bytes, content_type).await {
             Err(error) if error.is_transient() => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("design_render_storage_fallbacks_total", "from" => self.primary.backend())
+                    .increment(1);
                 tracing::warn!(
                     storage.backend = self.primary.backend(),
                     "Storage {} failed for {key} after its retries; writing it to local storage instead: {error}",

@@ -1,5 +1,6 @@
 //! The single integration-test binary (one link step for every suite).
 
+mod admin;
 mod architecture;
 mod cli;
 mod cluster;

@@ -73,6 +73,8 @@ impl QueueSetup {
             .env("STORAGE_DIR", self.dir.path().join("storage"))
             .env("ALLOW_PRIVATE_ASSET_HOSTS", "127.0.0.1")
             .env("PREVIEW_SIZE", "64")
+            // A free port each: workers of parallel tests must not share the admin server's.
+            .env("ADMIN_ADDR", "127.0.0.1:0")
             // No RUST_LOG: the worker's default level (info) is what tests that wait for a log
             // line (`wait_for_log`) read, as an operator would.
             .stdin(Stdio::null())

@@ -527,7 +527,13 @@ async fn the_worker_logs_its_configuration_unused_spec_variables_and_each_outcom
         .url()
         .replacen("postgres://postgres@", "postgres://postgres:pg-secret-pw@", 1);
     // A webhook URL without WEBHOOK_ENABLED=true would be silently ignored: it is reported.
-    let mut worker = setup.spawn_worker(&database_url, &[("WEBHOOK_URL", "https://hooks.example/render")]);
+    let mut worker = setup.spawn_worker(
+        &database_url,
+        &[
+            ("WEBHOOK_URL", "https://hooks.example/render"),
+            ("QUEUE_DRAIN_DELAY_SECONDS", "1"),
+        ],
+    );
     let unused = worker.wait_for_log("WEBHOOK_URL is set but not used").await;
     assert!(unused.contains("WEBHOOK_ENABLED is not true"), "{unused}");
     // No storage backend and no PUBLIC_BASE_URL: the operator is told the URLs stay local.

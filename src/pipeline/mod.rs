@@ -220,11 +220,12 @@ impl Pipeline {
         // Persist the paid call before any later step can fail, so a retry never loses it; the
         // store counts each call id once, so a retry never doubles it.
         let ledger = match &edit.accounting.paid_call {
-            Some(call) => Some(
+            Some(call) => Some({
+                count_paid_call(call);
                 self.designs
                     .record_paid_call(design, tenant, &paid_call_entry(call, job_id))
-                    .await?,
-            ),
+                    .await?
+            }),
             None => None,
         };
 
@@ -417,6 +418,14 @@ impl Pipeline {
             storage,
         })
     }
+}
+
+/// `design_render_tokens_total` and `design_render_cost_microcents_total` of one paid call,
+/// labelled by provider and model.
+fn count_paid_call(call: &crate::providers::PaidCall) {
+    let labels = [("provider", call.provider.to_owned()), ("model", call.model.clone())];
+    metrics::counter!("design_render_tokens_total", &labels).increment(call.usage.total());
+    metrics::counter!("design_render_cost_microcents_total", &labels).increment(call.cost.total.0);
 }
 
 fn paid_call_entry(call: &crate::providers::PaidCall, job_id: Option<&str>) -> crate::store::PaidCallEntry {

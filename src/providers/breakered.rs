@@ -28,6 +28,13 @@ impl Breakered {
 
     fn log(&self, transition: Option<Transition>) {
         if let Some(Transition { from, to }) = transition {
+            // 0 closed, 1 half-open, 2 open.
+            let level = match to {
+                super::breaker::BreakerState::Closed => 0.0,
+                super::breaker::BreakerState::HalfOpen => 1.0,
+                super::breaker::BreakerState::Open => 2.0,
+            };
+            metrics::gauge!("design_render_circuit_breaker_state", "provider" => self.inner.name()).set(level);
             tracing::warn!(
                 provider = self.inner.name(),
                 breaker.from = from.as_str(),

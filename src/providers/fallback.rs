@@ -42,6 +42,15 @@ impl ImageEditor for FallbackChain {
             let started = Instant::now();
             let outcome = editor.edit(request).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let provider = editor.name();
+            metrics::histogram!("design_render_provider_latency_seconds", "provider" => provider)
+                .record(started.elapsed().as_secs_f64());
+            let label = match &outcome {
+                Ok(_) => "ok",
+                Err(error) => error.code().as_str(),
+            };
+            metrics::counter!("design_render_provider_requests_total", "provider" => provider, "outcome" => label)
+                .increment(1);
             match outcome {
                 Ok(mut response) => {
                     attempts.push(Attempt {

@@ -187,6 +187,24 @@ async fn probes_and_metrics_follow_jobs_redis_and_shutdown() {
         Some(0.0),
         "{metrics}"
     );
+    assert_eq!(
+        sample(
+            &metrics,
+            "design_render_provider_requests_total",
+            &[("provider", "builtin"), ("outcome", "ok")]
+        ),
+        Some(1.0),
+        "one provider call: the foreign design failed before it; {metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "design_render_provider_latency_seconds_count",
+            &[("provider", "builtin")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
     assert!(!metrics.contains(&good), "no id is a label");
 
     // Shutting down: alive, but not ready while the grace lets in-flight work finish.

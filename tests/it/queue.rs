@@ -267,17 +267,7 @@ async fn tenant_limit_holds_across_two_workers_and_other_tenants_are_not_blocked
         assert!(finished < last_busy, "other tenant's job waited behind the busy tenant");
     }
     // No slot is left held.
-    let mut connection = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let held: u64 = redis::cmd("ZCARD")
-        .arg(format!("{}:{}:tenant-slots:busy-tenant", setup.prefix, setup.queue))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(held, 0);
+    assert_eq!(setup.held_slots("busy-tenant").await, 0);
     teardown(queue, events, setup, schema).await;
 }
 
@@ -348,12 +338,11 @@ async fn killed_worker_job_is_completed_by_another_worker_once() {
     // Exactly one outcome was announced for this design.
     let announced = published.all_for(&design);
     assert_eq!(announced.len(), 1, "{announced:?}");
-    let held: u64 = redis::cmd("ZCARD")
-        .arg(&lease_key)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(held, 0, "slot released after the recovered job");
+    assert_eq!(
+        setup.held_slots("tenant-c").await,
+        0,
+        "slot released after the recovered job"
+    );
     teardown(queue, events, setup, schema).await;
 }
 
@@ -433,20 +422,11 @@ async fn sigterm_lets_an_in_flight_job_finish_and_takes_no_new_one() {
     assert_eq!(run.schema.design(&run.design).await.status, DesignStatus::Completed);
     assert_eq!(run.queue.get_job_state(late_job.id()).await.unwrap(), JobState::Waiting);
     assert_eq!(run.schema.design(&late).await.status, DesignStatus::Pending);
-    let mut connection = redis::Client::open(REDIS_URL)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let held: u64 = redis::cmd("ZCARD")
-        .arg(format!(
-            "{}:{}:tenant-slots:tenant-d",
-            run.setup.prefix, run.setup.queue
-        ))
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(held, 0, "the finished job released its slot");
+    assert_eq!(
+        run.setup.held_slots("tenant-d").await,
+        0,
+        "the finished job released its slot"
+    );
     run.finish().await;
 }
 
@@ -492,13 +472,11 @@ async fn a_job_running_past_the_grace_stops_at_its_next_step_and_is_left_for_ano
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let slots = format!("{}:{}:tenant-slots:tenant-d", run.setup.prefix, run.setup.queue);
-    let held: u64 = redis::cmd("ZCARD")
-        .arg(&slots)
-        .query_async(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(held, 0, "the cancelled job released its slot");
+    assert_eq!(
+        run.setup.held_slots("tenant-d").await,
+        0,
+        "the cancelled job released its slot"
+    );
     let lock: Option<String> = redis::cmd("GET")
         .arg(format!("{}:{}:{}:lock", run.setup.prefix, run.setup.queue, run.job))
         .query_async(&mut connection)

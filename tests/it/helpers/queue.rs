@@ -58,6 +58,20 @@ impl QueueSetup {
         .expect("queue events")
     }
 
+    /// How many tenant slots `tenant` holds in this queue (the lease sorted set's size).
+    pub async fn held_slots(&self, tenant: &str) -> u64 {
+        let mut connection = redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        redis::cmd("ZCARD")
+            .arg(format!("{}:{}:tenant-slots:{tenant}", self.prefix, self.queue))
+            .query_async(&mut connection)
+            .await
+            .unwrap()
+    }
+
     /// Starts `design-render worker` with this test's queue, the schema and extra variables.
     pub fn spawn_worker(&self, database_url: &str, extra: &[(&str, &str)]) -> WorkerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_design-render"));

@@ -25,12 +25,18 @@ pub struct Probe {
     pub check: Box<dyn Fn() -> ProbeFuture + Send + Sync>,
 }
 
+/// Prometheus text rendered elsewhere, appended to `/metrics`: the queue's own metrics in
+/// BullMQ's names. `Err` says why they are missing this time.
+pub type MetricsText = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
+
 /// What the routes read.
 pub struct AdminState {
     pub probes: Vec<Probe>,
     /// Set when the worker starts shutting down: it is alive but takes no new work.
     pub shutting_down: AtomicBool,
     pub metrics: PrometheusHandle,
+    /// More metrics, appended to ours: those of the queue, read from Redis on each scrape.
+    pub queue_metrics: Option<MetricsText>,
 }
 
 /// The process-wide Prometheus recorder, installed on first use (a process has one recorder;
@@ -97,9 +103,24 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AdminState
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AdminState>>) -> Response {
+    let mut text = state.metrics.render();
+    if let Some(queue_metrics) = &state.queue_metrics {
+        // A scrape without the queue's metrics beats a failed scrape: ours still count.
+        match tokio::time::timeout(PROBE_TIMEOUT, queue_metrics()).await {
+            Ok(Ok(queue)) => {
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(&queue);
+                text.push('\n');
+            }
+            Ok(Err(error)) => tracing::debug!("The queue's metrics are missing from this scrape: {error}"),
+            Err(_) => tracing::debug!("The queue's metrics are missing from this scrape: Redis did not answer in time"),
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.render(),
+        text,
     )
         .into_response()
 }

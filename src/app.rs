@@ -200,6 +200,19 @@ pub fn build_storage(config: &Config, mode: Mode) -> anyhow::Result<Arc<dyn Blob
 pub struct BuiltWorker {
     pub worker: crate::worker::RenderWorker,
     pub probes: Vec<crate::admin::Probe>,
+    /// The queue's metrics in BullMQ's names, for `/metrics`.
+    pub queue_metrics: crate::admin::MetricsText,
+}
+
+/// This worker among its peers: `host:pid`, as operators find it in traces and logs.
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
 }
 
 pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
@@ -250,13 +263,18 @@ pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
             })
         }),
     };
+    let queue_metrics = crate::queue::queue_metrics(&config.queue, &config.redis)
+        .await
+        .context("opening the queue for its metrics")?;
     Ok(BuiltWorker {
         probes: vec![crate::queue::redis_probe(connection), database],
+        queue_metrics,
         worker: crate::worker::RenderWorker {
             pipeline,
             limiter,
             events: Arc::new(Fanout { sinks }),
             cancellation: Default::default(),
+            names: crate::worker::SpanNames::new(&config.queue.name, &worker_name()),
         },
     })
 }

@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use tracing::Instrument;
 
 use crate::app::{self, Mode};
 use crate::config::Config;
@@ -187,7 +188,12 @@ async fn render(args: RenderArgs, config: Config) -> Outcome {
     };
     let interrupts = Interrupts::watch(progress);
     let result = tokio::select! {
-        result = pipeline.run(&request, &interrupts) => result,
+        // One trace per render when spans are exported, its steps under this span.
+        result = pipeline.run(&request, &interrupts).instrument(tracing::info_span!(
+            "render",
+            design.id = %request.design_id,
+            tenant.id = %request.tenant_id,
+        )) => result,
         () = interrupts.abandon.notified() => Err(RenderError::Stopped {
             stop: Stop::Cancelled,
             before: interrupts.current_step().unwrap_or(Step::MarkProcessing),
@@ -307,6 +313,8 @@ fn outcome_of(disposition: Disposition) -> Outcome {
 }
 
 async fn worker(config: Config) -> Outcome {
+    // The recorder first: what building the worker records (each breaker closed) must count.
+    let metrics = crate::admin::metrics_handle();
     let built = match app::build_worker(&config).await {
         Ok(built) => built,
         Err(error) => return fail(&format!("{error:#}"), start_up_outcome(&error)),
@@ -318,7 +326,8 @@ async fn worker(config: Config) -> Outcome {
     let admin = std::sync::Arc::new(crate::admin::AdminState {
         probes: built.probes,
         shutting_down: std::sync::atomic::AtomicBool::new(false),
-        metrics: crate::admin::metrics_handle(),
+        metrics,
+        queue_metrics: Some(built.queue_metrics),
     });
     let (stopped, admin_stop) = tokio::sync::oneshot::channel::<()>();
     if let Some(address) = config.queue.admin_addr {

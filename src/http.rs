@@ -19,3 +19,17 @@ pub fn client_builder(connect_timeout: Duration, timeout: Duration) -> reqwest::
         .connect_timeout(connect_timeout)
         .read_timeout(timeout)
 }
+
+/// Outgoing requests carry the W3C trace context of the current span (when spans are
+/// exported), so the provider's, the storage's or the receiver's own traces can join ours.
+pub trait Traced {
+    fn traced(self) -> Self;
+}
+
+impl Traced for reqwest::RequestBuilder {
+    fn traced(self) -> Self {
+        crate::telemetry::trace_headers()
+            .into_iter()
+            .fold(self, |request, (name, value)| request.header(name, value))
+    }
+}

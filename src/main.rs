@@ -23,18 +23,29 @@ fn main() -> ExitCode {
         cli::Command::Worker => "info",
         _ => "warn",
     };
-    telemetry::init(config.log_format, default_level);
+    // Before telemetry: an https collector needs the TLS provider too.
+    design_render::http::ensure_tls_provider();
+    let telemetry = match telemetry::init(config.log_format, default_level, config.traces.as_ref()) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(cli::Outcome::Misconfigured.exit_code());
+        }
+    };
     for (name, why) in config.unused_vars_in_env() {
         tracing::warn!("{name} is set but not used: {why}");
     }
-    design_render::http::ensure_tls_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
+            telemetry.shutdown();
             return ExitCode::from(cli::Outcome::TryLater.exit_code());
         }
     };
     let outcome = runtime.block_on(cli::run(cli, config));
+    // The exporter's last batch goes out on its own thread, outside the runtime.
+    drop(runtime);
+    telemetry.shutdown();
     ExitCode::from(outcome.exit_code())
 }

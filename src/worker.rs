@@ -46,6 +46,11 @@ pub struct Delivery {
     pub attempts_allowed: u32,
     /// The job's data, not yet validated.
     pub payload: JobData,
+    /// The job's name (BullMQ's `name`; the spec's producers use `render`).
+    pub job_name: String,
+    /// The W3C trace context a traced producer stored with the job (BullMQ's `opts.tm`,
+    /// a JSON object as text), when spans are exported.
+    pub trace_carrier: Option<String>,
 }
 
 /// How one delivery ends, for the queue adapter to carry out.
@@ -86,17 +91,34 @@ pub struct RenderWorker {
     pub events: Arc<dyn EventSink>,
     /// Set when the shutdown grace is over; every running render stops at its next step.
     pub cancellation: Cancellation,
+    /// Names the job spans carry: the queue, and this worker (`host:pid`).
+    pub names: SpanNames,
+}
+
+/// The names a job span carries, as Node BullMQ's telemetry names its consumer span.
+#[derive(Debug, Clone, Default)]
+pub struct SpanNames {
+    /// The span's name: `process <queue>`.
+    pub span: String,
+    pub queue: String,
+    pub worker: String,
+}
+
+impl SpanNames {
+    pub fn new(queue: &str, worker: &str) -> Self {
+        Self {
+            span: format!("process {queue}"),
+            queue: queue.to_owned(),
+            worker: worker.to_owned(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl JobHandler for RenderWorker {
     async fn handle(&self, delivery: Delivery) -> JobOutcome {
-        let span = tracing::info_span!(
-            "job",
-            job.id = %delivery.job_id,
-            design.id = tracing::field::Empty,
-            tenant.id = tracing::field::Empty,
-        );
+        let span = job_span(&self.names, &delivery);
+        crate::telemetry::continue_trace(&span, delivery.trace_carrier.as_deref());
         let job_id = delivery.job_id.clone();
         let started = std::time::Instant::now();
         let in_flight = metrics::gauge!("design_render_jobs_in_flight");
@@ -174,10 +196,19 @@ impl RenderWorker {
             Ok(output) => {
                 tracing::info!("Completed design {} (job {})", request.design_id, delivery.job_id);
                 count_job("completed", "ok");
+                crate::telemetry::set_attributes(
+                    &span,
+                    [
+                        ("outcome", "completed".into()),
+                        ("provider", output.metadata.provider.into()),
+                        ("tokens", i64::from(output.cost_tokens).into()),
+                        ("cost.cents", i64::from(output.cost_cents).into()),
+                    ],
+                );
                 record_step_durations(&output.metadata.timings);
                 let event = RenderEvent::completed(subject, &output);
                 // Independent, so they share one round trip on the multiplexed connection.
-                tokio::join!(release, self.publish(&event));
+                tokio::join!(release, self.publish(event));
                 match serde_json::to_value(&output) {
                     Ok(value) => JobOutcome::Completed(value),
                     Err(error) => {
@@ -197,6 +228,7 @@ impl RenderWorker {
                     before.describe()
                 );
                 count_job("abandoned", ErrorCode::Cancelled.as_str());
+                crate::telemetry::set_attributes(&span, [("outcome", "abandoned".into())]);
                 JobOutcome::Abandon
             }
             Err(error) => {
@@ -216,10 +248,22 @@ impl RenderWorker {
         error: JobError,
     ) -> JobOutcome {
         let settlement = settle(&error, delivery.attempt, delivery.attempts_allowed);
-        count_job(
-            if settlement.is_final { "failed" } else { "retried" },
-            error.code().as_str(),
+        let outcome = if settlement.is_final { "failed" } else { "retried" };
+        count_job(outcome, error.code().as_str());
+        let span = tracing::Span::current();
+        let disposition = match error.disposition() {
+            Disposition::Abort => "abort",
+            Disposition::Retry => "retry",
+        };
+        crate::telemetry::set_attributes(
+            &span,
+            [
+                ("outcome", outcome.into()),
+                ("error.code", error.code().as_str().into()),
+                ("error.disposition", disposition.into()),
+            ],
         );
+        crate::telemetry::set_error(&span, error.reason());
         if settlement.is_final {
             tracing::warn!(
                 error.code = %error.code(),
@@ -270,7 +314,7 @@ impl RenderWorker {
                     }
                 }
             }
-            self.publish(&event).await;
+            self.publish(event).await;
         }
         match (error.disposition(), error.retry_after()) {
             (Disposition::Abort, _) => JobOutcome::Abort(error),
@@ -281,11 +325,53 @@ impl RenderWorker {
         }
     }
 
-    async fn publish(&self, event: &RenderEvent) {
-        if let Err(error) = self.events.publish(event).await {
-            tracing::warn!(error.code = %error.code(), "Could not publish {}: {error}", event.event);
+    /// Announces the event on every sink, in a `publish` span whose `traceparent` the event
+    /// carries.
+    async fn publish(&self, mut event: RenderEvent) {
+        let span = tracing::info_span!("publish", event = event.event);
+        async {
+            event.traceparent = crate::telemetry::traceparent();
+            if let Err(error) = self.events.publish(&event).await {
+                tracing::warn!(error.code = %error.code(), "Could not publish {}: {error}", event.event);
+            }
         }
+        .instrument(span)
+        .await;
     }
+}
+
+/// The span of one job: `job` with the ids in log lines; exported, it is named and attributed
+/// like the consumer span of Node BullMQ's telemetry (`process <queue>`, kind consumer,
+/// `bullmq.*`), so a Node producer's trace continues here. The OpenTelemetry-only names stay
+/// out of the log lines.
+fn job_span(names: &SpanNames, delivery: &Delivery) -> tracing::Span {
+    use tracing::field::Empty;
+    if !crate::telemetry::exporting() {
+        return tracing::info_span!("job", job.id = %delivery.job_id, design.id = Empty, tenant.id = Empty);
+    }
+    let span = tracing::info_span!(
+        "job",
+        otel.name = %names.span,
+        otel.kind = "consumer",
+        job.id = %delivery.job_id,
+        design.id = Empty,
+        tenant.id = Empty,
+    );
+    crate::telemetry::set_attributes(
+        &span,
+        [
+            ("bullmq.queue.name", names.queue.clone().into()),
+            ("bullmq.queue.operation", "process".into()),
+            ("bullmq.job.id", delivery.job_id.clone().into()),
+            ("bullmq.job.name", delivery.job_name.clone().into()),
+            (
+                "bullmq.job.attempts.made",
+                i64::from(delivery.attempt.saturating_sub(1)).into(),
+            ),
+            ("bullmq.worker.name", names.worker.clone().into()),
+        ],
+    );
+    span
 }
 
 /// The delivery's payload as a validated request; the error names the field by its JSON path.

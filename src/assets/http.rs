@@ -26,6 +26,7 @@ use futures_util::StreamExt;
 
 use super::{AssetError, AssetRole, AssetSource, guard};
 use crate::config::{AssetLimits, PrivateHostPolicy};
+use crate::http::Traced;
 use crate::job::AssetRef;
 
 /// Downloads remote assets under the configured limits. Cloning shares the connection pool.
@@ -91,6 +92,7 @@ impl HttpAssets {
             let response = self
                 .client_for(&url, field)?
                 .get(url.clone())
+                .traced()
                 .send()
                 .await
                 .map_err(|error| classify_request_error(&error, field))?;

@@ -18,6 +18,7 @@ mod queue;
 mod secret;
 mod storage;
 mod summary;
+mod traces;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use self::providers::{InpaintOverrides, ProviderConfig, ProviderKind};
 pub use self::queue::{QueueConfig, RedisConfig, WebhookConfig, parse_cluster_nodes, parse_tenant_limits};
 pub use self::secret::Secret;
 pub use self::storage::{CloudinaryConfig, S3Config, S3Credentials, SignatureAlgorithm, StorageBackend, StorageConfig};
+pub use self::traces::TracesConfig;
 pub use crate::assets::guard::{AllowedHost, PrivateHostPolicy};
 
 /// A configuration problem, naming the variable.
@@ -70,6 +72,9 @@ pub struct Config {
     /// What the worker may do to the schema at start-up (`RUN_MIGRATIONS`, default `auto`).
     pub migrations: Migrations,
     pub log_format: LogFormat,
+    /// Trace export over OTLP/HTTP (`OTEL_EXPORTER_OTLP_ENDPOINT` and the other `OTEL_*`
+    /// variables); `None` when no endpoint is set.
+    pub traces: Option<TracesConfig>,
 }
 
 impl ConfigError {
@@ -150,6 +155,7 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(_) => return Err(ConfigError::new("LOG_FORMAT", "must be `pretty` or `json`")),
             },
+            traces: TracesConfig::from_vars(&vars)?,
         })
     }
 
@@ -171,6 +177,7 @@ impl Config {
             design_tenant_column: Some(TenantColumn::default()),
             migrations: Migrations::Auto,
             log_format: LogFormat::Pretty,
+            traces: None,
         }
     }
 }

@@ -114,6 +114,13 @@ impl Config {
             |webhook| redacted_url(&Secret::new(webhook.url.as_str())),
         );
         let _ = write!(line, " webhook={webhook}");
+        match &self.traces {
+            Some(traces) => {
+                let endpoint = redacted_url(&Secret::new(traces.endpoint.as_str()));
+                let _ = write!(line, " traces={endpoint} service={}", traces.service_name);
+            }
+            None => line.push_str(" traces=off"),
+        }
         let private_hosts = match &self.assets.private_hosts {
             PrivateHostPolicy::Deny => "deny".to_owned(),
             PrivateHostPolicy::AllowAll => "allow-all".to_owned(),

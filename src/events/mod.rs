@@ -49,6 +49,10 @@ pub struct RenderEvent {
     pub cost_cents: i32,
     /// RFC 3339 UTC with milliseconds.
     pub timestamp: String,
+    /// The W3C `traceparent` of the span that published the event, when traces are exported,
+    /// so a subscriber can link its own work to the render's trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The failure part of a `design.render.failed` event.
@@ -112,6 +116,7 @@ impl RenderEvent {
             cost_tokens: 0,
             cost_cents: 0,
             timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            traceparent: None,
         }
     }
 }

@@ -11,6 +11,7 @@ use hmac::{KeyInit, Mac};
 
 use super::{EventSink, EventSinkError, RenderEvent};
 use crate::config::Secret;
+use crate::http::Traced;
 
 const SIGNATURE_HEADER: &str = "x-design-render-signature";
 const TIMESTAMP_HEADER: &str = "x-design-render-timestamp";
@@ -64,6 +65,7 @@ impl EventSink for WebhookSink {
                 signature(self.secret.expose().as_bytes(), timestamp, &body),
             )
             .body(body)
+            .traced()
             .send()
             .await
             .map_err(|error| EventSinkError::Unavailable {

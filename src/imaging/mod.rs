@@ -155,6 +155,9 @@ pub struct EncodeError {
 /// runs concurrently on the rayon pool.
 pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<RenderedAssets, EncodeError> {
     let started = std::time::Instant::now();
+    // The work runs on rayon's threads, which do not inherit the caller's span: each piece
+    // names its parent.
+    let parent = tracing::Span::current();
     // When the high-res size is the composite's own (a 2048² base at the default size), the
     // high-res asset *is* the composite: no resample, no second encode. The same holds for a
     // preview of a base that is already preview-sized.
@@ -166,16 +169,19 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
     };
     let same_size = composite.dimensions() == high_res_size;
     let preview_is_composite = composite.dimensions() == preview_size;
-    let (high_res, preview) = rayon::join(
-        || (!same_size).then(|| scale(high_res_size)),
-        || (!preview_is_composite).then(|| scale(preview_size)),
-    );
+    let (high_res, preview) = tracing::info_span!(parent: &parent, "resize").in_scope(|| {
+        rayon::join(
+            || (!same_size).then(|| scale(high_res_size)),
+            || (!preview_is_composite).then(|| scale(preview_size)),
+        )
+    });
     let high_res_image = high_res.as_ref().unwrap_or(composite);
     let resize_ms = elapsed_ms(started);
 
     let maps_started = std::time::Instant::now();
     let (width, height) = high_res_image.dimensions();
     let (normal, roughness) = if spec.normal_map || spec.roughness_map {
+        let _maps = tracing::info_span!(parent: &parent, "maps", width, height).entered();
         let field = maps::height_field(high_res_image);
         rayon::join(
             || {
@@ -190,11 +196,16 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
     let maps_ms = elapsed_ms(maps_started);
 
     let encode_started = std::time::Instant::now();
+    let output = |asset: &'static str, width: u32, height: u32| tracing::info_span!(parent: &parent, "output", asset, width, height, bytes = tracing::field::Empty);
     let encode = |asset: &'static str, image: &RgbaImage| -> Result<EncodedImage, EncodeError> {
+        let span = output(asset, image.width(), image.height());
+        let _entered = span.enter();
+        let png: bytes::Bytes = codec::encode_rgba_png(image)
+            .map_err(|source| EncodeError { asset, source })?
+            .into();
+        span.record("bytes", png.len());
         Ok(EncodedImage {
-            png: codec::encode_rgba_png(image)
-                .map_err(|source| EncodeError { asset, source })?
-                .into(),
+            png,
             width: image.width(),
             height: image.height(),
         })
@@ -203,13 +214,13 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
         |asset: &'static str, samples: Option<Vec<u8>>, layout| -> Result<Option<EncodedImage>, EncodeError> {
             samples
                 .map(|samples| {
-                    Ok(EncodedImage {
-                        png: codec::encode_png(&samples, width, height, layout)
-                            .map_err(|source| EncodeError { asset, source })?
-                            .into(),
-                        width,
-                        height,
-                    })
+                    let span = output(asset, width, height);
+                    let _entered = span.enter();
+                    let png: bytes::Bytes = codec::encode_png(&samples, width, height, layout)
+                        .map_err(|source| EncodeError { asset, source })?
+                        .into();
+                    span.record("bytes", png.len());
+                    Ok(EncodedImage { png, width, height })
                 })
                 .transpose()
         };

@@ -15,6 +15,8 @@ use std::time::Instant;
 use chrono::{DateTime, SecondsFormat, Utc};
 use image::{GrayImage, RgbaImage};
 use serde::Serialize;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 pub use error::{Disposition, RenderError};
 pub use metadata::RenderMetadata;
@@ -166,20 +168,25 @@ impl Pipeline {
 
         begin(progress, Step::MarkProcessing)?;
         let step = Instant::now();
-        self.designs.mark_processing(design, tenant).await?;
-        let tokens_spent = match job_id {
-            Some(job) => self
-                .designs
-                .get(design)
-                .await?
-                .map_or(0, |row| row.tokens_recorded_by_job(job)),
-            None => 0,
-        };
+        let tokens_spent = async {
+            self.designs.mark_processing(design, tenant).await?;
+            Ok::<_, RenderError>(match job_id {
+                Some(job) => self
+                    .designs
+                    .get(design)
+                    .await?
+                    .map_or(0, |row| row.tokens_recorded_by_job(job)),
+                None => 0,
+            })
+        }
+        .instrument(tracing::info_span!("mark processing", design.id = %design, tenant.id = %tenant))
+        .await?;
         timings.mark_processing_ms = elapsed_ms(step);
 
         begin(progress, Step::SanitizePrompt)?;
         let step = Instant::now();
-        let sanitized = safety::sanitize(request.prompt.as_str(), &self.safety, self.settings.prompt_max_chars)?;
+        let sanitized = tracing::info_span!("sanitize", prompt.chars = request.prompt.as_str().chars().count())
+            .in_scope(|| safety::sanitize(request.prompt.as_str(), &self.safety, self.settings.prompt_max_chars))?;
         timings.sanitize_prompt_ms = elapsed_ms(step);
 
         begin(progress, Step::Download)?;
@@ -193,13 +200,32 @@ impl Pipeline {
             })?;
         timings.download_ms = elapsed_ms(step);
         let step = Instant::now();
-        let (base, mask) = self.decode_inputs(base_bytes, mask_bytes).await?;
+        let decoding = tracing::info_span!(
+            "decode",
+            base.width = Empty,
+            base.height = Empty,
+            mask = mask_bytes.is_some()
+        );
+        let (base, mask) = self
+            .decode_inputs(base_bytes, mask_bytes)
+            .instrument(decoding.clone())
+            .await?;
+        decoding.record("base.width", base.width());
+        decoding.record("base.height", base.height());
         let base = Arc::new(base);
         timings.decode_ms = elapsed_ms(step);
 
         begin(progress, Step::Inpaint)?;
         let step = Instant::now();
         let mask_coverage = mask.as_ref().map(imaging::coverage);
+        let inpainting = tracing::info_span!(
+            "inpaint",
+            provider = Empty,
+            model = Empty,
+            tokens = Empty,
+            cost.microcents = Empty,
+            mask.coverage = mask_coverage,
+        );
         let edit = if mask_coverage.is_some_and(|coverage| coverage <= 0.0) {
             // A mask that selects nothing leaves the base as it is: no provider is asked, so
             // no call is paid for, whichever provider would have answered.
@@ -214,16 +240,22 @@ impl Pipeline {
                     quality: request.options.quality,
                     tokens_spent,
                 })
+                .instrument(inpainting.clone())
                 .await?
         };
         timings.inpaint_ms = elapsed_ms(step);
+        inpainting.record("provider", edit.provider);
         // Persist the paid call before any later step can fail, so a retry never loses it; the
         // store counts each call id once, so a retry never doubles it.
         let ledger = match &edit.accounting.paid_call {
             Some(call) => Some({
                 count_paid_call(call);
+                inpainting.record("model", call.model.as_str());
+                inpainting.record("tokens", call.usage.total());
+                inpainting.record("cost.microcents", call.cost.total.0);
                 self.designs
                     .record_paid_call(design, tenant, &paid_call_entry(call, job_id))
+                    .instrument(tracing::info_span!(parent: &inpainting, "record cost"))
                     .await?
             }),
             None => None,
@@ -243,9 +275,11 @@ impl Pipeline {
         let base_size = base.dimensions();
         let generated = edit.image;
         let assets = blocking(move || {
-            let composite = composite(&base, generated, mask.as_ref(), feather_radius);
+            let composite = tracing::info_span!("composite", width = base_size.0, height = base_size.1)
+                .in_scope(|| composite(&base, generated, mask.as_ref(), feather_radius));
             imaging::render_assets(&composite, &spec)
         })
+        .instrument(tracing::info_span!("postprocess"))
         .await??;
         timings.postprocess_ms = elapsed_ms(step);
 
@@ -272,10 +306,11 @@ impl Pipeline {
 
         begin(progress, Step::Record)?;
         let step = Instant::now();
+        let recording = tracing::info_span!("record", design.id = %design);
         // The design's cost is the sum of its recorded paid calls, including earlier attempts'.
         let (cost_tokens, cost_cents) = match &ledger {
             Some(ledger) => (ledger.cost_tokens, ledger.cost_cents),
-            None => match self.designs.get(design).await? {
+            None => match self.designs.get(design).instrument(recording.clone()).await? {
                 Some(row) => (row.cost_tokens, row.cost_cents),
                 None => (0, 0),
             },
@@ -312,7 +347,10 @@ impl Pipeline {
             cost_cents,
             metadata: stored,
         };
-        self.designs.mark_completed(design, tenant, &completed).await?;
+        self.designs
+            .mark_completed(design, tenant, &completed)
+            .instrument(recording)
+            .await?;
         metadata.timings.record_ms = Some(elapsed_ms(step));
         Ok(RenderOutput {
             design_id: design.to_string(),
@@ -336,7 +374,13 @@ impl Pipeline {
     }
 
     async fn load(&self, asset: &AssetRef, role: AssetRole) -> Result<Vec<u8>, RenderError> {
-        Ok(self.assets.load(asset, role).await?)
+        let span = match role {
+            AssetRole::BaseTexture => tracing::info_span!("download base", bytes = Empty),
+            AssetRole::Mask => tracing::info_span!("download mask", bytes = Empty),
+        };
+        let bytes = self.assets.load(asset, role).instrument(span.clone()).await?;
+        span.record("bytes", bytes.len());
+        Ok(bytes)
     }
 
     /// Decodes base and mask concurrently on the blocking pool, then turns the mask into a
@@ -373,7 +417,21 @@ impl Pipeline {
         let put = |kind: AssetKind, png: bytes::Bytes| {
             let key = StorageKey::for_asset(&request.tenant_id, &request.design_id, kind, &png);
             let blobs = Arc::clone(&self.blobs);
-            async move { blobs.put(&key, png, "image/png").await.map(|stored| (kind, stored)) }
+            let span = tracing::info_span!(
+                "upload",
+                asset = kind.as_str(),
+                bytes = png.len(),
+                backend = Empty,
+                fallback = Empty
+            );
+            async move {
+                let stored = blobs.put(&key, png, "image/png").instrument(span.clone()).await?;
+                span.record("backend", stored.backend);
+                if let Some(fell_back) = &stored.fallback {
+                    span.record("fallback", fell_back.from);
+                }
+                Ok::<_, crate::storage::StorageError>((kind, stored))
+            }
         };
         let optional = |kind, asset: Option<imaging::EncodedImage>| {
             let upload = asset.map(|asset| put(kind, asset.png));

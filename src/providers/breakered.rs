@@ -18,7 +18,10 @@ pub struct Breakered {
 }
 
 impl Breakered {
+    /// Publishes the breaker as closed at once, so `/metrics` lists every provider's breaker
+    /// from the start rather than after its first transition.
     pub fn new(inner: Arc<dyn ImageEditor>, breaker: CircuitBreaker) -> Self {
+        metrics::gauge!("design_render_circuit_breaker_state", "provider" => inner.name()).set(0.0);
         Self { inner, breaker }
     }
 

@@ -12,6 +12,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use super::{Attempt, EditRequest, EditResponse, ImageEditor, ProviderError};
 
 pub struct FallbackChain {
@@ -40,7 +42,12 @@ impl ImageEditor for FallbackChain {
         let mut failures: Vec<ProviderError> = Vec::new();
         for editor in &self.editors {
             let started = Instant::now();
-            let outcome = editor.edit(request).await;
+            let span = tracing::info_span!(
+                "provider attempt",
+                provider = editor.name(),
+                outcome = tracing::field::Empty
+            );
+            let outcome = editor.edit(request).instrument(span.clone()).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let provider = editor.name();
             metrics::histogram!("design_render_provider_latency_seconds", "provider" => provider)
@@ -51,6 +58,7 @@ impl ImageEditor for FallbackChain {
             };
             metrics::counter!("design_render_provider_requests_total", "provider" => provider, "outcome" => label)
                 .increment(1);
+            span.record("outcome", label);
             match outcome {
                 Ok(mut response) => {
                     attempts.push(Attempt {

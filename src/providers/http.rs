@@ -13,6 +13,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 
 use super::ProviderError;
+use crate::http::Traced;
 
 /// A provider's answer: its status, headers and whole body as text. Judging the status is the
 /// adapter's job.
@@ -50,6 +51,7 @@ pub fn endpoint(base: &url::Url, path: &str) -> url::Url {
 /// Sends `request` and reads the whole answer. Only transport failures are errors here.
 pub async fn send(provider: &'static str, request: reqwest::RequestBuilder) -> Result<Reply, ProviderError> {
     let response = request
+        .traced()
         .send()
         .await
         .map_err(|error| transport_error(provider, &error))?;

@@ -58,6 +58,33 @@ pub fn redis_probe(connection: AnyConnection) -> crate::admin::Probe {
     }
 }
 
+/// The queue's own metrics for `/metrics`, in the names Node BullMQ exports
+/// (`bullmq_job_count{queue,state}`, `bullmq_job_completed_total`, `bullmq_job_failed_total`),
+/// so dashboards built for Node fleets read ours too. The queue handle is opened here, once.
+pub async fn queue_metrics(
+    queue: &crate::config::QueueConfig,
+    redis: &crate::config::RedisConfig,
+) -> Result<crate::admin::MetricsText, bullmq::Error> {
+    let handle = std::sync::Arc::new(
+        bullmq::Queue::with_options(
+            &queue.name,
+            bullmq::QueueOptions::new()
+                .connection(connection_options(redis, 1))
+                .prefix(queue.prefix.clone()),
+        )
+        .await?,
+    );
+    Ok(Box::new(move || {
+        let handle = std::sync::Arc::clone(&handle);
+        Box::pin(async move {
+            handle
+                .export_prometheus_metrics(&[])
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

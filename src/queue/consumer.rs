@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bullmq::worker::CancellationToken;
-use bullmq::{Job, Worker, WorkerOptions};
+use bullmq::{Job, MetricsOptions, Worker, WorkerOptions};
 
 use bullmq::redis_connection::AnyConnection;
 
@@ -102,7 +102,14 @@ fn worker_options(queue: &QueueConfig, redis: &RedisConfig) -> WorkerOptions {
         .lock_duration(queue.lock_duration)
         .stalled_interval(queue.stalled_interval)
         .drain_delay(queue.drain_delay)
+        .metrics(MetricsOptions {
+            max_data_points: METRICS_DATA_POINTS,
+        })
 }
+
+/// Per-minute completed/failed counts the worker keeps in Redis, as Node workers do with their
+/// `metrics` option (dashboards built for BullMQ read them): one day.
+const METRICS_DATA_POINTS: usize = 24 * 60;
 
 /// The job as the handler sees it. The crate retries while `attemptsMade + 1 < attempts`, so
 /// this run is attempt `attemptsMade + 1` of `attempts` (at least 1). Failing to read the stored
@@ -127,6 +134,12 @@ async fn delivery_of(job: &Job, stored: &StoredData) -> Result<Delivery, bullmq:
         attempt: job.attempts_made() + 1,
         attempts_allowed: job.opts().attempts.unwrap_or(1).max(1),
         payload,
+        job_name: job.name().to_owned(),
+        trace_carrier: if crate::telemetry::exporting() {
+            stored.trace_carrier(job.id()).await
+        } else {
+            None
+        },
     })
 }
 
@@ -197,6 +210,21 @@ impl StoredData {
         Ok(counted == 1)
     }
 
+    /// The producer's trace context: `tm` inside the job's stored `opts` (the crate drops it
+    /// when it parses them). Trouble reading it costs the trace its parent, never the job.
+    async fn trace_carrier(&self, job_id: &str) -> Option<String> {
+        let mut connection = self.connection.clone();
+        let opts: Option<String> = redis::cmd("HGET")
+            .arg(format!("{}{job_id}", self.key_prefix))
+            .arg("opts")
+            .query_async(&mut connection)
+            .await
+            .inspect_err(|error| tracing::debug!("Could not read the options of job {job_id}: {error}"))
+            .ok()
+            .flatten();
+        trace_carrier_of(&opts?)
+    }
+
     async fn read(&self, job_id: &str) -> redis::RedisResult<Option<Vec<u8>>> {
         let mut connection = self.connection.clone();
         redis::cmd("HGET")
@@ -205,6 +233,13 @@ impl StoredData {
             .query_async(&mut connection)
             .await
     }
+}
+
+/// `opts.tm` of a job's stored options: bullmq-otel keeps the W3C carrier there as a JSON
+/// string (`omc` set means the producer chose to omit it, and then it is absent).
+fn trace_carrier_of(opts: &str) -> Option<String> {
+    let opts: serde_json::Value = serde_json::from_str(opts).ok()?;
+    opts.get("tm")?.as_str().map(str::to_owned)
 }
 
 /// Carries the outcome out in BullMQ's terms: the value becomes `returnvalue`; a delay moves
@@ -281,6 +316,19 @@ mod tests {
         assert!(!decoding_is_suspect(
             &serde_json::json!({"designId": "d1", "maskUrl": null})
         ));
+    }
+
+    #[test]
+    fn the_trace_carrier_is_the_tm_string_of_the_stored_options() {
+        let opts =
+            r#"{"attempts":3,"tm":"{\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}"}"#;
+        assert_eq!(
+            trace_carrier_of(opts).as_deref(),
+            Some(r#"{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#)
+        );
+        assert_eq!(trace_carrier_of(r#"{"attempts":3}"#), None);
+        assert_eq!(trace_carrier_of(r#"{"tm":{"traceparent":"x"}}"#), None);
+        assert_eq!(trace_carrier_of("not json"), None);
     }
 
     #[test]

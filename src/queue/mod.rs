@@ -12,7 +12,7 @@ pub mod connection;
 pub mod consumer;
 pub mod producer;
 
-pub use connection::{connection_options, redis_connection, redis_probe};
+pub use connection::{connection_options, queue_metrics, redis_connection, redis_probe};
 pub use consumer::serve;
 pub use producer::{JOB_NAME, Submission, enqueue};
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use super::{BlobStore, StorageError, StorageKey, Stored, Transport};
 use crate::config::{CloudinaryConfig, SignatureAlgorithm};
+use crate::http::Traced;
 
 const NAME: &str = "cloudinary";
 
@@ -144,6 +145,7 @@ impl CloudinaryStore {
             .post(self.endpoint("upload"))
             .timeout(self.transport.timeout)
             .multipart(form.part("file", file))
+            .traced()
             .send()
             .await
             .map_err(|error| Failure::Transient(describe_send_error(error)))?;
@@ -175,6 +177,7 @@ impl CloudinaryStore {
             .post(self.endpoint("destroy"))
             .timeout(self.transport.timeout)
             .multipart(form)
+            .traced()
             .send()
             .await
             .map_err(|error| Failure::Transient(describe_send_error(error)))?;
@@ -224,6 +227,7 @@ impl BlobStore for CloudinaryStore {
                 .client
                 .get(url.clone())
                 .timeout(self.transport.timeout)
+                .traced()
                 .send()
                 .await
                 .map_err(|error| Failure::Transient(describe_send_error(error)))?;

@@ -50,7 +50,8 @@ impl S3Store {
             .with_region(&config.region)
             .with_client_options(client_options)
             .with_retry(retry)
-            .with_unsigned_payload(true);
+            .with_unsigned_payload(true)
+            .with_http_connector(TracedConnector);
         builder = match &config.endpoint {
             // An explicit endpoint: path style when asked, else virtual-hosted on that host.
             Some(endpoint) => {
@@ -177,5 +178,35 @@ impl BlobStore for S3Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(self.error(key, error)),
         }
+    }
+}
+
+/// object_store's reqwest client, with the current span's W3C trace headers added to every
+/// request. They are added after signing: S3 checks only the headers a signature lists.
+#[derive(Debug, Default)]
+struct TracedConnector;
+
+impl object_store::client::HttpConnector for TracedConnector {
+    fn connect(&self, options: &object_store::ClientOptions) -> object_store::Result<object_store::client::HttpClient> {
+        let inner = object_store::client::ReqwestConnector::default().connect(options)?;
+        Ok(object_store::client::HttpClient::new(TracedService(inner)))
+    }
+}
+
+#[derive(Debug)]
+struct TracedService(object_store::client::HttpClient);
+
+#[async_trait::async_trait]
+impl object_store::client::HttpService for TracedService {
+    async fn call(
+        &self,
+        mut request: object_store::client::HttpRequest,
+    ) -> Result<object_store::client::HttpResponse, object_store::client::HttpError> {
+        for (name, value) in crate::telemetry::trace_headers() {
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&value) {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        self.0.execute(request).await
     }
 }

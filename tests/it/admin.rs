@@ -113,6 +113,163 @@ fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// Every line is a comment (`# HELP`/`# TYPE` with a metric name) or a sample: a metric name,
+/// optional `{label="value",…}` and a number, as Prometheus' text format has it; every sample's
+/// metric was declared by a `# TYPE` line.
+fn assert_prometheus_text(metrics: &str) {
+    let name_ok = |name: &str| {
+        !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+    };
+    let mut typed = std::collections::HashSet::new();
+    for line in metrics.lines().filter(|line| !line.trim().is_empty()) {
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut words = comment.split_whitespace();
+            let kind = words.next().unwrap_or_default();
+            let name = words.next().unwrap_or_default();
+            assert!(
+                matches!(kind, "HELP" | "TYPE") && name_ok(name),
+                "bad comment line {line:?}"
+            );
+            if kind == "TYPE" {
+                typed.insert(name.to_owned());
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "bad value in {line:?}"
+        );
+        let name = match series.split_once('{') {
+            Some((name, labels)) => {
+                let labels = labels
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                for pair in labels.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
+                    let (label, quoted) = pair.split_once('=').unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(
+                        name_ok(label) && quoted.starts_with('"') && quoted.ends_with('"'),
+                        "bad label in {line:?}"
+                    );
+                }
+                name
+            }
+            None => series,
+        };
+        assert!(name_ok(name), "bad metric name in {line:?}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix).filter(|base| typed.contains(*base)))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "{name} has no # TYPE line");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_call_moves_tokens_and_cost_and_failures_open_the_providers_breaker() {
+    super::helpers::init();
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("admin-paid");
+    let assets = super::helpers::queue::asset_server(Duration::ZERO).await;
+    let openai = wiremock::MockServer::start().await;
+    // The first call is paid for; every later one meets a provider outage.
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/v1/images/edits"))
+        .respond_with(super::helpers::edits_ok("req-paid"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&openai)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path("/v1/images/edits"))
+        .respond_with(wiremock::ResponseTemplate::new(503))
+        .mount(&openai)
+        .await;
+    let openai_url = format!("{}/v1", openai.uri());
+    let mut worker = setup.spawn_worker(
+        &schema.url(),
+        &[
+            ("RENDER_PROVIDERS", "openai,builtin"),
+            ("OPENAI_API_KEY", "sk-test-abcdef0123456789"),
+            ("OPENAI_BASE_URL", &openai_url),
+            ("OPENAI_IMAGE_MODEL", "gpt-image-1"),
+            ("CIRCUIT_BREAKER_THRESHOLD", "2"),
+            ("CIRCUIT_BREAKER_TIMEOUT", "600000"),
+            ("WORKER_CONCURRENCY", "1"),
+        ],
+    );
+    let base = admin_base(&mut worker).await;
+    let scrape = || async { get(&format!("{base}/metrics")).await.1 };
+    let paid = [("provider", "openai"), ("model", "gpt-image-1")];
+    let breaker = [("provider", "openai")];
+    let metrics = scrape().await;
+    assert_eq!(
+        sample(&metrics, "design_render_circuit_breaker_state", &breaker),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(sample(&metrics, "design_render_tokens_total", &paid), None, "{metrics}");
+
+    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+    let url = format!("{}/base.png", assets.uri());
+    let designs: Vec<String> = (0..3).map(|n| unique(&format!("paid-{n}"))).collect();
+    for design in &designs {
+        schema.insert_design(design, "tenant-p").await;
+    }
+    queue
+        .add("render", payload(&designs[0], "tenant-p", &url))
+        .await
+        .unwrap();
+    worker.wait_for_log(&format!("Completed design {}", designs[0])).await;
+    let metrics = scrape().await;
+    assert_eq!(
+        sample(&metrics, "design_render_tokens_total", &paid),
+        Some(4270.0),
+        "{metrics}"
+    );
+    let cost = schema.design(&designs[0]).await.cost_cents;
+    let micro_cents = sample(&metrics, "design_render_cost_microcents_total", &paid).expect("a cost sample");
+    assert!(micro_cents > 0.0, "{metrics}");
+    assert!(
+        (micro_cents / 1e6 - f64::from(cost)).abs() <= 1.0,
+        "{micro_cents} µ¢ vs the row's {cost} ¢"
+    );
+    assert_eq!(
+        sample(&metrics, "design_render_circuit_breaker_state", &breaker),
+        Some(0.0)
+    );
+
+    // Two outages in a row (the threshold) open the breaker; the built-in fill renders both.
+    for design in &designs[1..] {
+        queue.add("render", payload(design, "tenant-p", &url)).await.unwrap();
+        worker.wait_for_log(&format!("Completed design {design}")).await;
+    }
+    let metrics = scrape().await;
+    assert_eq!(
+        sample(&metrics, "design_render_circuit_breaker_state", &breaker),
+        Some(2.0),
+        "{metrics}"
+    );
+    let requests = |provider, outcome| {
+        sample(
+            &metrics,
+            "design_render_provider_requests_total",
+            &[("provider", provider), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(requests("openai", "provider_unavailable"), Some(2.0), "{metrics}");
+    assert_eq!(requests("builtin", "ok"), Some(2.0), "{metrics}");
+    assert_eq!(
+        sample(&metrics, "design_render_tokens_total", &paid),
+        Some(4270.0),
+        "failures cost nothing"
+    );
+    queue.close().await;
+    assert!(worker.terminate().await.success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_metrics_follow_jobs_redis_and_shutdown() {
     super::helpers::init();
@@ -206,6 +363,35 @@ async fn probes_and_metrics_follow_jobs_redis_and_shutdown() {
         "{metrics}"
     );
     assert!(!metrics.contains(&good), "no id is a label");
+    // The queue's own metrics, in Node BullMQ's names.
+    let bullmq = |name, labels: &[(&str, &str)]| sample(&metrics, name, labels);
+    let queue_label = ("queue", setup.queue.as_str());
+    assert_eq!(
+        bullmq("bullmq_job_count", &[queue_label, ("state", "completed")]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        bullmq("bullmq_job_count", &[queue_label, ("state", "failed")]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        bullmq("bullmq_job_count", &[queue_label, ("state", "waiting")]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        bullmq("bullmq_job_completed_total", &[queue_label]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        bullmq("bullmq_job_failed_total", &[queue_label]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_prometheus_text(&metrics);
 
     // Shutting down: alive, but not ready while the grace lets in-flight work finish.
     let late = unique("admin-late");

@@ -8,8 +8,8 @@ use design_render::job::DesignId;
 use design_render::store::sqlite::SqliteDesignStore;
 use design_render::store::{DesignStatus, DesignStore, MissingDesign};
 
-use super::helpers::project_file;
 use super::helpers::queue::{DEADLINE, HeldAssetServer};
+use super::helpers::{project_file, render_command};
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_dimension: 8192,
@@ -22,14 +22,8 @@ fn render(dir: &std::path::Path, args: &[&str]) -> Output {
 
 /// `render` with extra environment variables.
 fn render_with(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_design-render"))
-        .arg("render")
+    render_command(dir)
         .args(args)
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("STORAGE_DIR", dir.join("storage"))
-        .env("DATABASE_URL", format!("sqlite://{}", dir.join("renders.db").display()))
         .envs(env.iter().copied())
         .output()
         .expect("binary runs")
@@ -182,9 +176,8 @@ async fn ctrl_c_stops_the_render_at_the_next_step_marks_it_failed_cancelled_and_
     use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut assets = HeldAssetServer::start().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_design-render"))
+    let mut child = tokio::process::Command::from(render_command(dir.path()))
         .args([
-            "render",
             "--base",
             assets.base_url(),
             "--prompt",
@@ -192,14 +185,6 @@ async fn ctrl_c_stops_the_render_at_the_next_step_marks_it_failed_cancelled_and_
             "--design-id",
             "d-cancel",
         ])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("STORAGE_DIR", dir.path().join("storage"))
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("renders.db").display()),
-        )
         .env("ALLOW_PRIVATE_ASSET_HOSTS", "127.0.0.1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

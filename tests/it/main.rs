@@ -11,4 +11,5 @@ mod migrations;
 mod providers;
 mod queue;
 mod storage;
+mod tracing;
 mod worker;

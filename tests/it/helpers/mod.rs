@@ -27,6 +27,20 @@ pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// `design-render render` in `dir` with a clean environment: local storage and an SQLite
+/// database in `dir`, nothing else set. Add arguments and variables to it.
+pub fn render_command(dir: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_design-render"));
+    command
+        .arg("render")
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("STORAGE_DIR", dir.join("storage"))
+        .env("DATABASE_URL", format!("sqlite://{}", dir.join("renders.db").display()));
+    command
+}
+
 pub fn project_file(relative: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }

@@ -17,7 +17,8 @@ fn ensure_node_modules() -> PathBuf {
             let dir = project_file("tests/node");
             let lock = std::fs::File::create(std::env::temp_dir().join("design-render-npm-ci.lock")).unwrap();
             lock.lock().expect("npm lock");
-            if !dir.join("node_modules/bullmq/package.json").exists() {
+            // The newest package of the fixture: a node_modules without it is out of date.
+            if !dir.join("node_modules/bullmq-otel/package.json").exists() {
                 let status = Command::new("npm")
                     .args(["ci", "--no-audit", "--no-fund"])
                     .current_dir(&dir)

@@ -21,7 +21,7 @@ use design_render::storage::memory::MemoryBlobStore;
 use design_render::store::memory::MemoryDesignStore;
 use design_render::store::{DesignRow, MissingDesign};
 use design_render::tenancy::{MemoryTenantLimiter, TenantLimits};
-use design_render::worker::{Delivery, JobHandler, JobOutcome, RenderWorker};
+use design_render::worker::{Delivery, JobHandler, JobOutcome, RenderWorker, SpanNames};
 use serde_json::{Value, json};
 
 /// Where every test job's base texture is served from (by [`MemoryAssets`], not the network).
@@ -81,6 +81,7 @@ impl TestWorker {
             limiter: limiter.clone(),
             events: events.clone(),
             cancellation: Default::default(),
+            names: SpanNames::new("design-render", "test-host:1"),
         };
         Self {
             worker,
@@ -106,6 +107,8 @@ impl TestWorker {
                 attempt,
                 attempts_allowed,
                 payload: payload.into(),
+                job_name: "render".to_owned(),
+                trace_carrier: None,
             })
             .await
     }

@@ -3,8 +3,14 @@
 # concurrency 1, 8 and 32, against a Node BullMQ worker doing the same bookkeeping (payload,
 # tenant lease, two Design row updates, event) without the image work; plus the Rust worker's
 # per-job overhead of queue + slot + database + event at concurrency 1.
+# `rust` runs with tracing and metrics off (no OTLP endpoint, ADMIN_ADDR=off). KINDS may also name
+# `rust-traced`: the Rust worker with its admin server (metrics recorded) exporting every span
+# over OTLP/HTTP to a local collector stand-in (`bench.mjs sink`), for the cost of observability.
+# Each Rust run also prints the worker's CPU time per job (user + system, from /proc, over the
+# timed window; the exporter's thread included, the collector's CPU not). ROUNDS=n repeats the
+# whole set n times, interleaved, for medians on a noisy machine.
 # Needs Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, db test), node.
-# Usage: [KINDS="rust node"] scripts/bench-queue.sh [jobs-per-run] [concurrency…]
+# Usage: [KINDS="rust node"] [ROUNDS=1] scripts/bench-queue.sh [jobs-per-run] [concurrency…]
 # (builds the release binary first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +18,8 @@ N=${1:-1000}
 shift || true
 LEVELS=${*:-1 8 32}
 cargo build --release --bin design-render --example bench_asset_server
-BIN=target/release/design-render
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/design-render
 echo "binary: $BIN, jobs per run: $N, concurrency: $LEVELS, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 npm ci --prefix tests/node --no-audit --no-fund >/dev/null
 WORK=$(mktemp -d)
@@ -27,9 +34,14 @@ def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zl
 png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 open(sys.argv[1], "wb").write(png)
 PY
-target/release/examples/bench_asset_server "$WORK/base.png" 18765 &
+"$TARGET/release/examples/bench_asset_server" "$WORK/base.png" 18765 &
 HTTP=$!
-trap 'kill $HTTP 2>/dev/null; rm -rf "$WORK" "$STORE"' EXIT
+SINK=
+trap 'kill $HTTP $SINK 2>/dev/null; rm -rf "$WORK" "$STORE"' EXIT
+if [[ " ${KINDS:-} " == *" rust-traced "* ]]; then
+  node tests/node/bench.mjs sink '{"port":18766}' > "$WORK/sink.json" &
+  SINK=$!
+fi
 PG_URL="postgres://postgres@127.0.0.1:5432/test"
 PSQL="psql -q -t -A -X -h 127.0.0.1 -U postgres -d test -v ON_ERROR_STOP=1"
 
@@ -45,8 +57,14 @@ run() { # kind concurrency
       \"costTokens\" INTEGER NOT NULL DEFAULT 0, \"costCents\" INTEGER NOT NULL DEFAULT 0);
     INSERT INTO \"Design\" (\"id\",\"tenantId\",\"updatedAt\") SELECT '${tag}_'||i, 'bench-'||(i % 1000), now() FROM generate_series(0,$N-1) i;" >/dev/null
   local pid
-  if [ "$kind" = rust ]; then
-    env -i PATH="$PATH" REDIS_URL=redis://127.0.0.1:6379 QUEUE_NAME="$tag" BULLMQ_PREFIX="$tag" \
+  local observed=(ADMIN_ADDR=off)
+  if [ "$kind" = rust-traced ]; then
+    # Every span exported (the default sampler), with a queue large enough that none is
+    # dropped, and metrics recorded for the admin server.
+    observed=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18766 OTEL_BSP_MAX_QUEUE_SIZE=65536 ADMIN_ADDR=127.0.0.1:0)
+  fi
+  if [ "$kind" != node ]; then
+    env -i PATH="$PATH" "${observed[@]}" REDIS_URL=redis://127.0.0.1:6379 QUEUE_NAME="$tag" BULLMQ_PREFIX="$tag" \
       DATABASE_URL="$PG_URL?schema=$schema" STORAGE_DIR="$STORE/$tag" \
       ALLOW_PRIVATE_ASSET_HOSTS=127.0.0.1 PREVIEW_SIZE=64 WORKER_CONCURRENCY="$conc" \
       DEFAULT_TENANT_CONCURRENCY=2 RUST_LOG=error "$BIN" worker &
@@ -55,8 +73,15 @@ run() { # kind concurrency
   fi
   pid=$!
   sleep 2 # let the worker connect before timing starts
+  local cpu_before=0
+  if [ "$kind" != node ]; then cpu_before=$(awk '{print $14 + $15}' "/proc/$pid/stat"); fi
   local result
   result=$(node tests/node/bench.mjs produce "{\"queue\":\"$tag\",\"prefix\":\"$tag\",\"count\":$N,\"baseUrl\":\"http://127.0.0.1:18765/base.png\",\"designPrefix\":\"${tag}_\"}")
+  if [ "$kind" != node ]; then
+    awk -v before="$cpu_before" -v n="$N" -v hz="$(getconf CLK_TCK)" -v kind="$kind" -v conc="$conc" \
+      '{ printf "%s concurrency=%s cpu per job: %.1f us\n", kind, conc, ($14 + $15 - before) * 1e6 / hz / n }' \
+      "/proc/$pid/stat"
+  fi
   kill -TERM $pid; wait $pid || true
   local done
   done=$($PSQL -c "SELECT count(*) FROM \"$schema\".\"Design\" WHERE \"status\" = 'COMPLETED'")
@@ -80,6 +105,12 @@ run() { # kind concurrency
   redis-cli -h 127.0.0.1 --scan --pattern "$tag:*" | xargs -r redis-cli -h 127.0.0.1 del >/dev/null
 }
 
-for kind in ${KINDS:-rust node}; do
-  for c in $LEVELS; do run "$kind" "$c"; done
+for round in $(seq "${ROUNDS:-1}"); do
+  for c in $LEVELS; do
+    for kind in ${KINDS:-rust node}; do run "$kind" "$c"; done
+  done
 done
+if [ -n "$SINK" ]; then
+  kill -TERM "$SINK"; wait "$SINK" || true
+  echo "collector stand-in received: $(cat "$WORK/sink.json")"
+fi

@@ -34,7 +34,8 @@ pub struct AdminState {
     pub probes: Vec<Probe>,
     /// Set when the worker starts shutting down: it is alive but takes no new work.
     pub shutting_down: AtomicBool,
-    pub metrics: PrometheusHandle,
+    /// The process's recorder; `None` when no admin server runs (metrics are then not recorded).
+    pub metrics: Option<PrometheusHandle>,
     /// More metrics, appended to ours: those of the queue, read from Redis on each scrape.
     pub queue_metrics: Option<MetricsText>,
 }
@@ -103,7 +104,7 @@ async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AdminState
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<Arc<AdminState>>) -> Response {
-    let mut text = state.metrics.render();
+    let mut text = state.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
     if let Some(queue_metrics) = &state.queue_metrics {
         // A scrape without the queue's metrics beats a failed scrape: ours still count.
         match tokio::time::timeout(PROBE_TIMEOUT, queue_metrics()).await {

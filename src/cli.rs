@@ -313,8 +313,10 @@ fn outcome_of(disposition: Disposition) -> Outcome {
 }
 
 async fn worker(config: Config) -> Outcome {
-    // The recorder first: what building the worker records (each breaker closed) must count.
-    let metrics = crate::admin::metrics_handle();
+    // The recorder first, so what building the worker records (each breaker closed) counts; and
+    // only with the admin server: without `/metrics` nobody reads them, and every metric is a
+    // no-op.
+    let metrics = config.queue.admin_addr.map(|_| crate::admin::metrics_handle());
     let built = match app::build_worker(&config).await {
         Ok(built) => built,
         Err(error) => return fail(&format!("{error:#}"), start_up_outcome(&error)),

@@ -93,6 +93,9 @@ pub fn init(
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
+                // Context travels through `tracing` spans (`trace_headers`); attaching an
+                // OpenTelemetry context on every poll of every instrumented future is pure cost.
+                .with_context_activation(false)
                 .with_filter(
                     tracing_subscriber::filter::Targets::new().with_target(crate_target(), tracing::Level::INFO),
                 );

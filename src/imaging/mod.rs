@@ -169,19 +169,16 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
     };
     let same_size = composite.dimensions() == high_res_size;
     let preview_is_composite = composite.dimensions() == preview_size;
-    let (high_res, preview) = tracing::info_span!(parent: &parent, "resize").in_scope(|| {
-        rayon::join(
-            || (!same_size).then(|| scale(high_res_size)),
-            || (!preview_is_composite).then(|| scale(preview_size)),
-        )
-    });
+    let (high_res, preview) = rayon::join(
+        || (!same_size).then(|| scale(high_res_size)),
+        || (!preview_is_composite).then(|| scale(preview_size)),
+    );
     let high_res_image = high_res.as_ref().unwrap_or(composite);
     let resize_ms = elapsed_ms(started);
 
     let maps_started = std::time::Instant::now();
     let (width, height) = high_res_image.dimensions();
     let (normal, roughness) = if spec.normal_map || spec.roughness_map {
-        let _maps = tracing::info_span!(parent: &parent, "maps", width, height).entered();
         let field = maps::height_field(high_res_image);
         rayon::join(
             || {

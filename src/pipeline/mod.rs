@@ -218,14 +218,6 @@ impl Pipeline {
         begin(progress, Step::Inpaint)?;
         let step = Instant::now();
         let mask_coverage = mask.as_ref().map(imaging::coverage);
-        let inpainting = tracing::info_span!(
-            "inpaint",
-            provider = Empty,
-            model = Empty,
-            tokens = Empty,
-            cost.microcents = Empty,
-            mask.coverage = mask_coverage,
-        );
         let edit = if mask_coverage.is_some_and(|coverage| coverage <= 0.0) {
             // A mask that selects nothing leaves the base as it is: no provider is asked, so
             // no call is paid for, whichever provider would have answered.
@@ -240,22 +232,16 @@ impl Pipeline {
                     quality: request.options.quality,
                     tokens_spent,
                 })
-                .instrument(inpainting.clone())
                 .await?
         };
         timings.inpaint_ms = elapsed_ms(step);
-        inpainting.record("provider", edit.provider);
         // Persist the paid call before any later step can fail, so a retry never loses it; the
         // store counts each call id once, so a retry never doubles it.
         let ledger = match &edit.accounting.paid_call {
             Some(call) => Some({
                 count_paid_call(call);
-                inpainting.record("model", call.model.as_str());
-                inpainting.record("tokens", call.usage.total());
-                inpainting.record("cost.microcents", call.cost.total.0);
                 self.designs
                     .record_paid_call(design, tenant, &paid_call_entry(call, job_id))
-                    .instrument(tracing::info_span!(parent: &inpainting, "record cost"))
                     .await?
             }),
             None => None,
@@ -279,7 +265,6 @@ impl Pipeline {
                 .in_scope(|| composite(&base, generated, mask.as_ref(), feather_radius));
             imaging::render_assets(&composite, &spec)
         })
-        .instrument(tracing::info_span!("postprocess"))
         .await??;
         timings.postprocess_ms = elapsed_ms(step);
 

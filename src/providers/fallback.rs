@@ -45,7 +45,10 @@ impl ImageEditor for FallbackChain {
             let span = tracing::info_span!(
                 "provider attempt",
                 provider = editor.name(),
-                outcome = tracing::field::Empty
+                outcome = tracing::field::Empty,
+                model = tracing::field::Empty,
+                tokens = tracing::field::Empty,
+                cost.microcents = tracing::field::Empty,
             );
             let outcome = editor.edit(request).instrument(span.clone()).await;
             let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -59,6 +62,17 @@ impl ImageEditor for FallbackChain {
             metrics::counter!("design_render_provider_requests_total", "provider" => provider, "outcome" => label)
                 .increment(1);
             span.record("outcome", label);
+            if let Ok(EditResponse {
+                accounting: super::Accounting {
+                    paid_call: Some(call), ..
+                },
+                ..
+            }) = &outcome
+            {
+                span.record("model", call.model.as_str());
+                span.record("tokens", call.usage.total());
+                span.record("cost.microcents", call.cost.total.0);
+            }
             match outcome {
                 Ok(mut response) => {
                     attempts.push(Attempt {

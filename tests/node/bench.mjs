@@ -7,6 +7,9 @@
 //     payload, take the tenant lease with the same Lua as src/tenancy.rs, mark the Design
 //     PROCESSING, write the COMPLETED row (URLs, cost, metadata) with the same SQL as
 //     src/store/postgres.rs, release the lease, PUBLISH the completed event.
+//   node bench.mjs sink '<json {port}>'
+//     an OTLP/HTTP collector stand-in for the traced worker: answers every export with 200 and,
+//     on SIGTERM, prints {"requests": n, "bytes": b}.
 import { Queue, QueueEvents, Worker } from 'bullmq';
 import IORedis from 'ioredis';
 import pg from 'pg';
@@ -95,4 +98,23 @@ if (mode === 'produce') {
     { connection, prefix: spec.prefix, concurrency: spec.concurrency },
   );
   process.on('SIGTERM', async () => { await worker.close(); await redis.quit(); await db.end(); process.exit(0); });
+} else if (mode === 'sink') {
+  const http = await import('node:http');
+  let requests = 0;
+  let bytes = 0;
+  const server = http.createServer((request, response) => {
+    request.on('data', (chunk) => { bytes += chunk.length; });
+    request.on('end', () => {
+      requests += 1;
+      response.writeHead(200, { 'content-type': 'application/x-protobuf' });
+      response.end();
+    });
+  });
+  server.listen(spec.port, '127.0.0.1');
+  process.on('SIGTERM', () => {
+    console.log(JSON.stringify({ requests, bytes }));
+    process.exit(0);
+  });
+} else {
+  throw new Error(`unknown mode ${mode}`);
 }

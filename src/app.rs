@@ -200,8 +200,78 @@ pub fn build_storage(config: &Config, mode: Mode) -> anyhow::Result<Arc<dyn Blob
 pub struct BuiltWorker {
     pub worker: crate::worker::RenderWorker,
     pub probes: Vec<crate::admin::Probe>,
-    /// The queue's metrics in BullMQ's names, for `/metrics`.
+    /// The queues' metrics in BullMQ's names, for `/metrics`.
     pub queue_metrics: crate::admin::MetricsText,
+    /// The webhook deliveries' worker, with `WEBHOOK_ENABLED=true`.
+    pub webhooks: Option<WebhookWorker>,
+}
+
+/// The handler of the webhook queue and that queue's settings.
+pub struct WebhookWorker {
+    pub deliverer: crate::webhooks::deliver::WebhookDeliverer,
+    pub queue: crate::config::QueueConfig,
+}
+
+/// Reads `WEBHOOK_ENDPOINTS_FILE` and checks every endpoint against the private-address policy
+/// (an error names the endpoint and why), then opens the webhook queue for the outbox and builds
+/// the deliverer.
+async fn build_webhooks(
+    config: &Config,
+    webhook: &crate::config::WebhookConfig,
+) -> anyhow::Result<(crate::webhooks::WebhookOutbox, WebhookWorker)> {
+    use crate::webhooks::{Endpoint, Endpoints};
+
+    let tenants = match &webhook.endpoints_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                ConfigurationError(format!("reading WEBHOOK_ENDPOINTS_FILE {}: {error}", path.display()))
+            })?;
+            Endpoints::parse_file(&text).map_err(|problem| {
+                ConfigurationError(format!("WEBHOOK_ENDPOINTS_FILE {}: {problem}", path.display()))
+            })?
+        }
+        None => Default::default(),
+    };
+    let endpoints = Endpoints {
+        default: webhook.url.clone().map(|url| Endpoint { url }),
+        tenants,
+    };
+    endpoints
+        .check(&webhook.private_hosts)
+        .await
+        .map_err(ConfigurationError)?;
+    let deliveries = crate::queue::webhooks::BullmqDeliveries::open(&config.queue, &config.redis, webhook)
+        .await
+        .context("opening the webhook queue")?;
+    let render_jobs = crate::queue::webhooks::RenderJobStates::open(&config.queue, &config.redis)
+        .await
+        .context("connecting to Redis for the webhook queue")?;
+    let keys = webhook
+        .secrets
+        .iter()
+        .map(crate::config::signing_key)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|problem| ConfigurationError(format!("WEBHOOK_SECRET {problem}")))?;
+    let legacy_key = webhook
+        .secrets
+        .first()
+        .map(|secret| secret.expose().as_bytes().to_vec())
+        .unwrap_or_default();
+    let deliverer = crate::webhooks::deliver::WebhookDeliverer::new(
+        webhook.private_hosts.clone(),
+        keys,
+        legacy_key,
+        webhook.schedule.clone(),
+        webhook.timeout,
+        Arc::new(render_jobs),
+    );
+    Ok((
+        crate::webhooks::WebhookOutbox::new(Arc::new(endpoints), Arc::new(deliveries)),
+        WebhookWorker {
+            deliverer,
+            queue: crate::queue::webhooks::webhook_queue_config(&config.queue, webhook),
+        },
+    ))
 }
 
 /// This worker among its peers: `host:pid`, as operators find it in traces and logs.
@@ -216,7 +286,7 @@ fn worker_name() -> String {
 }
 
 pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
-    use crate::events::{EventSink, Fanout, redis_pubsub::RedisPublisher, webhook::WebhookSink};
+    use crate::events::{EventSink, Fanout, redis_pubsub::RedisPublisher};
     use crate::tenancy::{RedisTenantLimiter, TenantLimits};
 
     let pipeline = build_pipeline(config, Mode::Queue).await?;
@@ -246,11 +316,16 @@ pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
         config.queue.tenant_lease,
     ));
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(RedisPublisher::new(connection.clone()))];
-    if let Some(webhook) = &config.queue.webhook {
-        sinks.push(Arc::new(
-            WebhookSink::new(webhook.url.clone(), webhook.secret.clone()).context("building the webhook client")?,
-        ));
-    }
+    let mut queues = vec![config.queue.clone()];
+    let webhooks = match &config.queue.webhook {
+        Some(webhook) => {
+            let (outbox, worker) = build_webhooks(config, webhook).await?;
+            sinks.push(Arc::new(outbox));
+            queues.push(worker.queue.clone());
+            Some(worker)
+        }
+        None => None,
+    };
     let designs = Arc::clone(&pipeline.designs);
     let database = crate::admin::Probe {
         name: "database",
@@ -263,12 +338,13 @@ pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
             })
         }),
     };
-    let queue_metrics = crate::queue::queue_metrics(&config.queue, &config.redis)
+    let queue_metrics = crate::queue::queue_metrics(&queues, &config.redis)
         .await
-        .context("opening the queue for its metrics")?;
+        .context("opening the queues for their metrics")?;
     Ok(BuiltWorker {
         probes: vec![crate::queue::redis_probe(connection), database],
         queue_metrics,
+        webhooks,
         worker: crate::worker::RenderWorker {
             pipeline,
             limiter,

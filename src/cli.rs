@@ -37,6 +37,9 @@ pub enum Command {
     /// Operate on the configured asset storage.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Inspect and replay webhook deliveries (`WEBHOOK_ENABLED=true`).
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Measure the built-in fill against the classical Telea baseline on procedural textures.
     /// Only in builds with the `eval` cargo feature.
     #[cfg(feature = "eval")]
@@ -48,6 +51,26 @@ pub enum StorageCommand {
     /// Write, read back and delete a small object under `_design-render-check/` with the
     /// configured backend (never the local fallback), and print how each step went.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// List deliveries that exhausted their attempts or were refused (410): the dead letters,
+    /// newest first, one JSON object per line.
+    ListFailed {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send failed deliveries again, with a fresh schedule of attempts.
+    Replay {
+        /// The event id (`evt_…`, the `webhook-id` header) whose failed deliveries to replay.
+        #[arg(required_unless_present = "all_failed", conflicts_with = "all_failed")]
+        event_id: Option<String>,
+        /// Replay every failed delivery.
+        #[arg(long)]
+        all_failed: bool,
+    },
 }
 
 #[cfg(feature = "eval")]
@@ -150,6 +173,7 @@ pub async fn run(cli: Cli, config: Config) -> Outcome {
         Command::Worker => worker(config).await,
         Command::Enqueue(args) => enqueue(args, config).await,
         Command::Storage(StorageCommand::Check) => storage_check(config).await,
+        Command::Webhooks(command) => webhooks(command, config).await,
         #[cfg(feature = "eval")]
         Command::EvalFill(args) => eval_fill(&args),
     }
@@ -363,15 +387,31 @@ async fn worker(config: Config) -> Outcome {
             admin.shutting_down.store(true, std::sync::atomic::Ordering::Release);
         }
     };
-    let served = crate::queue::serve(
+    // One signal stops both queues' workers.
+    let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+    let renders = crate::queue::serve(
         std::sync::Arc::new(built.worker),
         &config.queue,
         &config.redis,
-        shutdown,
-    )
-    .await;
+        shutdown.clone(),
+    );
+    let deliveries = async {
+        match built.webhooks {
+            Some(webhooks) => {
+                crate::queue::serve(
+                    std::sync::Arc::new(webhooks.deliverer),
+                    &webhooks.queue,
+                    &config.redis,
+                    shutdown,
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    };
+    let (served, delivered) = tokio::join!(renders, deliveries);
     drop(stopped);
-    match served {
+    match served.and(delivered) {
         Ok(()) => Outcome::Success,
         Err(error) => fail(&with_code(&error, error.code()), Outcome::TryLater),
     }
@@ -441,6 +481,48 @@ async fn storage_check(mut config: Config) -> Outcome {
     println!("delete    ok  {:>5} ms  {key}", started.elapsed().as_millis());
     println!("storage {} works", store.backend());
     Outcome::Success
+}
+
+async fn webhooks(command: WebhooksCommand, config: Config) -> Outcome {
+    let Some(webhook) = &config.queue.webhook else {
+        return fail(
+            "webhooks are off: set WEBHOOK_ENABLED=true with the worker's WEBHOOK_* variables",
+            Outcome::Misconfigured,
+        );
+    };
+    match command {
+        WebhooksCommand::ListFailed { limit } => {
+            match crate::queue::webhooks::list_failed(&config.queue, &config.redis, webhook, limit).await {
+                Ok(failed) => {
+                    let mut stdout = std::io::stdout().lock();
+                    for delivery in failed {
+                        let _ = writeln!(stdout, "{}", serde_json::json!(delivery));
+                    }
+                    Outcome::Success
+                }
+                Err(error) => fail(&format!("reading the webhook queue: {error}"), Outcome::TryLater),
+            }
+        }
+        WebhooksCommand::Replay { event_id, .. } => {
+            match crate::queue::webhooks::replay(&config.queue, &config.redis, webhook, event_id.as_deref()).await {
+                Ok(replayed) if replayed.is_empty() => fail(
+                    &match event_id {
+                        Some(id) => format!("no failed delivery of event {id}"),
+                        None => "no failed delivery".to_owned(),
+                    },
+                    Outcome::Failed,
+                ),
+                Ok(replayed) => {
+                    let mut stdout = std::io::stdout().lock();
+                    for id in replayed {
+                        let _ = writeln!(stdout, "{id}");
+                    }
+                    Outcome::Success
+                }
+                Err(error) => fail(&format!("replaying webhook deliveries: {error}"), Outcome::TryLater),
+            }
+        }
+    }
 }
 
 async fn enqueue(args: EnqueueArgs, config: Config) -> Outcome {

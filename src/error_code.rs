@@ -120,6 +120,12 @@ error_codes! {
     EventSinkUnavailable => "event_sink_unavailable",
     /// An event sink refused the event.
     EventSinkRejected => "event_sink_rejected",
+    /// A webhook endpoint could not be reached (connection refused, timeout).
+    WebhookUnreachable => "webhook_unreachable",
+    /// A webhook endpoint answered with a status other than 2xx (a redirect included).
+    WebhookRejected => "webhook_rejected",
+    /// A webhook endpoint answered 410 Gone: it wants no more deliveries.
+    WebhookGone => "webhook_gone",
     /// A bug or a crashed task (a panic included).
     Internal => "internal",
 }

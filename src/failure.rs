@@ -24,6 +24,9 @@ pub enum JobError {
     /// The render panicked; retried, because the cause may be transient (memory, a bad host).
     #[error("internal error: the render panicked")]
     Panicked,
+    /// A webhook delivery attempt failed (the webhook queue's jobs).
+    #[error(transparent)]
+    Webhook(#[from] crate::webhooks::deliver::WebhookError),
 }
 
 impl JobError {
@@ -33,6 +36,7 @@ impl JobError {
             Self::Render(error) => error.code(),
             Self::Tenancy(error) => error.code(),
             Self::Panicked => ErrorCode::Internal,
+            Self::Webhook(error) => error.code(),
         }
     }
 
@@ -41,6 +45,7 @@ impl JobError {
         match self {
             Self::Render(error) => error.disposition(),
             Self::Tenancy(_) | Self::Panicked => Disposition::Retry,
+            Self::Webhook(error) => error.disposition(),
         }
     }
 

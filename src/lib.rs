@@ -38,4 +38,5 @@ pub mod storage;
 pub mod store;
 pub mod telemetry;
 pub mod tenancy;
+pub mod webhooks;
 pub mod worker;

@@ -48,6 +48,9 @@ pub struct Delivery {
     pub payload: JobData,
     /// The job's name (BullMQ's `name`; the spec's producers use `render`).
     pub job_name: String,
+    /// When the job was added (BullMQ's `timestamp`, epoch milliseconds): with the id, what
+    /// tells this job from an earlier one that reused its id.
+    pub enqueued_at_ms: u64,
     /// The W3C trace context a traced producer stored with the job (BullMQ's `opts.tm`,
     /// a JSON object as text), when spans are exported.
     pub trace_carrier: Option<String>,
@@ -387,6 +390,7 @@ fn subject(delivery: &Delivery, request: &RenderRequest) -> EventSubject {
         tenant_id: request.tenant_id.to_string(),
         user_id: request.user_id.as_ref().map(|user| user.as_str().to_owned()),
         attempts_made: delivery.attempt,
+        enqueued_at_ms: delivery.enqueued_at_ms,
     }
 }
 
@@ -404,6 +408,7 @@ fn raw_subject(delivery: &Delivery) -> EventSubject {
         tenant_id: field("tenantId", crate::job::MAX_ID_LEN).unwrap_or_default(),
         user_id: field("userId", crate::job::MAX_USER_ID_CHARS),
         attempts_made: delivery.attempt,
+        enqueued_at_ms: delivery.enqueued_at_ms,
     }
 }
 

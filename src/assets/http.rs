@@ -179,11 +179,23 @@ impl AssetSource for HttpAssets {
 /// A client that follows no redirects and resolves through the guard, which checks addresses
 /// for `port` (`None`: the policy does not depend on it).
 fn build_client(limits: &AssetLimits, port: Option<u16>) -> Result<reqwest::Client, reqwest::Error> {
+    guarded_client(&limits.private_hosts, port, limits.connect_timeout, limits.timeout)
+}
+
+/// A client that follows no redirect and whose resolver refuses host names resolving to a
+/// blocked range the policy does not allow (on `port`, when the policy depends on it): the
+/// SSRF guard of downloads, for any outbound call to a URL someone else chose.
+pub fn guarded_client(
+    policy: &PrivateHostPolicy,
+    port: Option<u16>,
+    connect_timeout: Duration,
+    timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
     let resolver = Arc::new(GuardedResolver {
-        policy: limits.private_hosts.clone(),
+        policy: policy.clone(),
         port,
     });
-    crate::http::client_builder(limits.connect_timeout, limits.timeout)
+    crate::http::client_builder(connect_timeout, timeout)
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(resolver)
         .build()

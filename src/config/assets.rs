@@ -64,7 +64,7 @@ impl AssetLimits {
 
 // The guard owns these types; reading them from operator text is configuration, so it lives here.
 impl PrivateHostPolicy {
-    fn parse(text: &str) -> Result<Self, String> {
+    pub(super) fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         match text.to_ascii_lowercase().as_str() {
             "" | "false" | "0" | "no" | "off" => return Ok(Self::Deny),

@@ -19,6 +19,7 @@ mod secret;
 mod storage;
 mod summary;
 mod traces;
+mod webhooks;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -28,10 +29,11 @@ pub use self::assets::AssetLimits;
 pub use self::database::{DatabaseConfig, Migrations, TenantColumn};
 pub use self::imaging::ImagingConfig;
 pub use self::providers::{InpaintOverrides, ProviderConfig, ProviderKind};
-pub use self::queue::{QueueConfig, RedisConfig, WebhookConfig, parse_cluster_nodes, parse_tenant_limits};
+pub use self::queue::{QueueConfig, RedisConfig, parse_cluster_nodes, parse_tenant_limits};
 pub use self::secret::Secret;
 pub use self::storage::{CloudinaryConfig, S3Config, S3Credentials, SignatureAlgorithm, StorageBackend, StorageConfig};
 pub use self::traces::TracesConfig;
+pub use self::webhooks::{WebhookConfig, signing_key};
 pub use crate::assets::guard::{AllowedHost, PrivateHostPolicy};
 
 /// A configuration problem, naming the variable.
@@ -294,6 +296,20 @@ mod test_support {
     pub(super) fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: BTreeMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    /// One section parsed from exactly these variables.
+    pub(super) fn section<T>(
+        pairs: &[(&str, &str)],
+        parse: impl Fn(&super::Vars<'_>) -> Result<T, ConfigError>,
+    ) -> Result<T, ConfigError> {
+        let lookup = |name: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        };
+        parse(&super::Vars { lookup: &lookup })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The queue's section: Redis (one server or a cluster), the BullMQ queue, tenant limits and
-//! the event webhook.
+//! the event webhooks (parsed in `webhooks.rs`).
 //!
-//! This file owns [`RedisConfig`], [`QueueConfig`] and [`WebhookConfig`], the parsers of
+//! This file owns [`RedisConfig`] and [`QueueConfig`], the parsers of
 //! `REDIS_CLUSTER_NODES` and of `tenant=limit` lists, and the rule that a cluster needs a
 //! hash-tagged key prefix. It does not connect to Redis and does not read the tenant file;
 //! the worker does both when it is built.
@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::webhooks::WebhookConfig;
 use super::{ConfigError, Secret, Vars};
 
 /// Redis connection settings (used by the queue worker).
@@ -52,19 +53,11 @@ pub struct QueueConfig {
     /// (`QUEUE_DRAIN_DELAY_SECONDS`, default 5 as in BullMQ, 1..=300). A stopping worker may
     /// wait this long for its fetch to return, so short values stop faster on Redis Cluster.
     pub drain_delay: Duration,
-    /// Signed webhook for render events: set exactly when `WEBHOOK_ENABLED=true`, which then
-    /// requires `WEBHOOK_URL` and `WEBHOOK_SECRET`.
+    /// Signed, durable webhooks for render events: set exactly when `WEBHOOK_ENABLED=true`.
     pub webhook: Option<WebhookConfig>,
     /// Where the worker serves `/healthz`, `/readyz` and `/metrics` (`ADMIN_ADDR`, default
     /// `127.0.0.1:9464`; `off` disables it; port 0 picks a free port).
     pub admin_addr: Option<std::net::SocketAddr>,
-}
-
-/// Where render events are POSTed, and the HMAC-SHA256 key that signs them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WebhookConfig {
-    pub url: url::Url,
-    pub secret: Secret,
 }
 
 /// Parses `REDIS_CLUSTER_NODES`: comma-separated `host:port` or `redis[s]://host:port` seed
@@ -252,29 +245,6 @@ impl QueueConfig {
             ));
         }
         Ok(())
-    }
-}
-
-impl WebhookConfig {
-    /// `Some` exactly when `WEBHOOK_ENABLED` is true; then URL and secret are required.
-    fn from_vars(vars: &Vars<'_>) -> Result<Option<Self>, ConfigError> {
-        if !vars.bool_or("WEBHOOK_ENABLED", false)? {
-            return Ok(None);
-        }
-        let url = vars
-            .get("WEBHOOK_URL")
-            .ok_or_else(|| ConfigError::new("WEBHOOK_URL", "is required when WEBHOOK_ENABLED=true"))?;
-        let url = url::Url::parse(url.trim())
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https"))
-            .ok_or_else(|| ConfigError::new("WEBHOOK_URL", "must be an http(s) URL"))?;
-        let secret = vars
-            .get("WEBHOOK_SECRET")
-            .ok_or_else(|| ConfigError::new("WEBHOOK_SECRET", "is required when WEBHOOK_ENABLED=true"))?;
-        Ok(Some(Self {
-            url,
-            secret: Secret::new(secret),
-        }))
     }
 }
 

@@ -25,7 +25,16 @@ const S3_ONLY: [&str; 7] = [
     "S3_FORCE_PATH_STYLE",
     "S3_PREFIX",
 ];
-const WEBHOOK_ONLY: [&str; 2] = ["WEBHOOK_URL", "WEBHOOK_SECRET"];
+const WEBHOOK_ONLY: [&str; 8] = [
+    "WEBHOOK_URL",
+    "WEBHOOK_SECRET",
+    "WEBHOOK_ENDPOINTS_FILE",
+    "WEBHOOK_QUEUE_NAME",
+    "WEBHOOK_CONCURRENCY",
+    "WEBHOOK_RETRY_SCHEDULE_MS",
+    "WEBHOOK_TIMEOUT_MS",
+    "WEBHOOK_ALLOW_PRIVATE_HOSTS",
+];
 
 impl Config {
     /// `key=value` pairs on one line; `providers` is the chain in the order it is tried.
@@ -111,7 +120,17 @@ impl Config {
         );
         let webhook = queue.webhook.as_ref().map_or_else(
             || "off".to_owned(),
-            |webhook| redacted_url(&Secret::new(webhook.url.as_str())),
+            |webhook| {
+                let mut text = webhook.url.as_ref().map_or_else(
+                    || "per-tenant".to_owned(),
+                    |url| redacted_url(&Secret::new(url.as_str())),
+                );
+                if webhook.endpoints_file.is_some() && webhook.url.is_some() {
+                    text.push_str("+per-tenant");
+                }
+                let _ = write!(text, " webhook_queue={}", webhook.queue_name);
+                text
+            },
         );
         let _ = write!(line, " webhook={webhook}");
         match &self.traces {

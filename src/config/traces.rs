@@ -96,13 +96,7 @@ mod tests {
     use super::*;
 
     fn traces(pairs: &[(&str, &str)]) -> Result<Option<TracesConfig>, ConfigError> {
-        let lookup = |name: &str| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| (*value).to_owned())
-        };
-        TracesConfig::from_vars(&Vars { lookup: &lookup })
+        crate::config::test_support::section(pairs, TracesConfig::from_vars)
     }
 
     #[test]

@@ -2,12 +2,11 @@
 //! the [`EventSink`] port that delivers it.
 //!
 //! Adapters: [`redis_pubsub::RedisPublisher`] (Redis PUBLISH on `design.render.completed` /
-//! `design.render.failed`), [`webhook::WebhookSink`] (HMAC-signed POST) and [`Fanout`] (several
-//! sinks at once). Delivery is at-least-once from the worker's point of view only in the sense that
-//! a failed publish is logged and never fails the job: the Design row is the source of truth.
+//! `design.render.failed`), the outbox of the `webhooks` module (which enqueues durable,
+//! signed deliveries) and [`Fanout`] (several sinks at once). A failed publish is logged and
+//! never fails the job: the Design row is the source of truth.
 
 pub mod redis_pubsub;
-pub mod webhook;
 
 use std::sync::Arc;
 
@@ -25,6 +24,10 @@ pub const FAILED: &str = "design.render.failed";
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RenderEvent {
+    /// A stable id: the same for the same job's same event however often it is announced (a
+    /// recovered job, a replay), different for every other event. Webhook receivers
+    /// de-duplicate on it (`webhook-id`).
+    pub id: String,
     pub event: &'static str,
     pub version: u32,
     pub job_id: String,
@@ -74,6 +77,8 @@ pub struct EventSubject {
     pub tenant_id: String,
     pub user_id: Option<String>,
     pub attempts_made: u32,
+    /// When the job was added (epoch milliseconds), for the event id.
+    pub enqueued_at_ms: u64,
 }
 
 impl RenderEvent {
@@ -100,6 +105,7 @@ impl RenderEvent {
 
     fn base(event: &'static str, subject: EventSubject) -> Self {
         Self {
+            id: event_id(&subject, event),
             event,
             version: 1,
             job_id: subject.job_id,
@@ -119,6 +125,17 @@ impl RenderEvent {
             traceparent: None,
         }
     }
+}
+
+/// `evt_` and 32 hex digits of SHA-256 over the job id, when it was added and the event name.
+fn event_id(subject: &EventSubject, event: &str) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(subject.job_id.as_bytes());
+    hash.update([0]);
+    hash.update(subject.enqueued_at_ms.to_be_bytes());
+    hash.update(event.as_bytes());
+    format!("evt_{}", hex::encode(&hash.finalize()[..16]))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,7 +221,32 @@ mod tests {
             tenant_id: "t1".into(),
             user_id: Some("u1".into()),
             attempts_made: 3,
+            enqueued_at_ms: 1_765_000_000_000,
         }
+    }
+
+    #[test]
+    fn the_event_id_is_stable_for_one_jobs_event_and_differs_otherwise() {
+        let completed = |subject: EventSubject| RenderEvent::base(COMPLETED, subject).id;
+        let id = completed(subject());
+        assert!(id.starts_with("evt_") && id.len() == 36, "{id}");
+        assert_eq!(id, completed(subject()), "a re-announced event keeps its id");
+        assert_ne!(id, RenderEvent::base(FAILED, subject()).id);
+        assert_ne!(
+            id,
+            completed(EventSubject {
+                job_id: "8".into(),
+                ..subject()
+            })
+        );
+        assert_ne!(
+            id,
+            completed(EventSubject {
+                enqueued_at_ms: 1_765_000_000_001,
+                ..subject()
+            }),
+            "a job that reuses an id is another event"
+        );
     }
 
     #[test]
@@ -219,6 +261,7 @@ mod tests {
         );
         let json = serde_json::to_value(&event).unwrap();
         for key in [
+            "id",
             "event",
             "version",
             "jobId",

@@ -58,35 +58,97 @@ pub fn redis_probe(connection: AnyConnection) -> crate::admin::Probe {
     }
 }
 
-/// The queue's own metrics for `/metrics`, in the names Node BullMQ exports
+/// The queues' own metrics for `/metrics`, in the names Node BullMQ exports
 /// (`bullmq_job_count{queue,state}`, `bullmq_job_completed_total`, `bullmq_job_failed_total`),
-/// so dashboards built for Node fleets read ours too. The queue handle is opened here, once.
+/// so dashboards built for Node fleets read ours too. The queue handles are opened here, once.
 pub async fn queue_metrics(
-    queue: &crate::config::QueueConfig,
+    queues: &[crate::config::QueueConfig],
     redis: &crate::config::RedisConfig,
 ) -> Result<crate::admin::MetricsText, bullmq::Error> {
-    let handle = std::sync::Arc::new(
-        bullmq::Queue::with_options(
-            &queue.name,
-            bullmq::QueueOptions::new()
-                .connection(connection_options(redis, 1))
-                .prefix(queue.prefix.clone()),
-        )
-        .await?,
-    );
+    let mut handles = Vec::with_capacity(queues.len());
+    for queue in queues {
+        handles.push(
+            bullmq::Queue::with_options(
+                &queue.name,
+                bullmq::QueueOptions::new()
+                    .connection(connection_options(redis, 1))
+                    .prefix(queue.prefix.clone()),
+            )
+            .await?,
+        );
+    }
+    let handles = std::sync::Arc::new(handles);
     Ok(Box::new(move || {
-        let handle = std::sync::Arc::clone(&handle);
+        let handles = std::sync::Arc::clone(&handles);
         Box::pin(async move {
-            handle
-                .export_prometheus_metrics(&[])
-                .await
-                .map_err(|error| error.to_string())
+            let mut exports = Vec::with_capacity(handles.len());
+            for handle in handles.iter() {
+                exports.push(
+                    handle
+                        .export_prometheus_metrics(&[])
+                        .await
+                        .map_err(|error| error.to_string())?,
+                );
+            }
+            Ok(merge_families(&exports))
         })
     }))
 }
 
+/// Prometheus text of several exports with the same metric families, each family once: its
+/// `# HELP`/`# TYPE` lines, then the samples of every export (the format wants a family's lines
+/// together and its type declared once).
+fn merge_families(exports: &[String]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: std::collections::HashMap<&str, (Vec<&str>, Vec<&str>)> = std::collections::HashMap::new();
+    for line in exports.iter().flat_map(|export| export.lines()) {
+        let (name, comment) = match line.strip_prefix("# ") {
+            Some(rest) => (rest.split_whitespace().nth(1).unwrap_or_default(), true),
+            None => (line.split(['{', ' ']).next().unwrap_or_default(), false),
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let entry = families.entry(name).or_insert_with(|| {
+            order.push(name);
+            (Vec::new(), Vec::new())
+        });
+        if comment {
+            if !entry.0.contains(&line) {
+                entry.0.push(line);
+            }
+        } else {
+            entry.1.push(line);
+        }
+    }
+    let mut text: Vec<&str> = Vec::new();
+    for name in order {
+        if let Some((comments, samples)) = families.get(name) {
+            text.extend(comments.iter().chain(samples));
+        }
+    }
+    text.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exports_of_several_queues_declare_each_family_once_with_its_samples_together() {
+        let export = |queue: &str| {
+            format!(
+                "# HELP bullmq_job_count Jobs\n# TYPE bullmq_job_count gauge\nbullmq_job_count{{queue=\"{queue}\", state=\"waiting\"}} 1\n# TYPE bullmq_job_completed_total counter\nbullmq_job_completed_total{{queue=\"{queue}\"}} 2"
+            )
+        };
+        let merged = super::merge_families(&[export("a"), export("b")]);
+        assert_eq!(
+            merged,
+            "# HELP bullmq_job_count Jobs\n# TYPE bullmq_job_count gauge\n\
+             bullmq_job_count{queue=\"a\", state=\"waiting\"} 1\nbullmq_job_count{queue=\"b\", state=\"waiting\"} 1\n\
+             # TYPE bullmq_job_completed_total counter\n\
+             bullmq_job_completed_total{queue=\"a\"} 2\nbullmq_job_completed_total{queue=\"b\"} 2"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -135,6 +135,7 @@ async fn delivery_of(job: &Job, stored: &StoredData) -> Result<Delivery, bullmq:
         attempts_allowed: job.opts().attempts.unwrap_or(1).max(1),
         payload,
         job_name: job.name().to_owned(),
+        enqueued_at_ms: job.timestamp(),
         trace_carrier: if crate::telemetry::exporting() {
             stored.trace_carrier(job.id()).await
         } else {

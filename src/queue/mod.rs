@@ -11,6 +11,7 @@
 pub mod connection;
 pub mod consumer;
 pub mod producer;
+pub mod webhooks;
 
 pub use connection::{connection_options, queue_metrics, redis_connection, redis_probe};
 pub use consumer::serve;

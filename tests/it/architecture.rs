@@ -124,7 +124,10 @@ const ADAPTERS: &[(&str, &str)] = &[
     ("DryRunEditor", "src/providers/dry_run.rs"),
     ("ScriptedEditor", "src/providers/scripted.rs"),
     ("RedisPublisher", "src/events/redis_pubsub.rs"),
-    ("WebhookSink", "src/events/webhook.rs"),
+    ("WebhookOutbox", "src/webhooks/mod.rs"),
+    ("WebhookDeliverer", "src/webhooks/deliver.rs"),
+    ("BullmqDeliveries", "src/queue/webhooks.rs"),
+    ("RenderJobStates", "src/queue/webhooks.rs"),
 ];
 
 #[test]

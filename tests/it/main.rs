@@ -12,4 +12,5 @@ mod providers;
 mod queue;
 mod storage;
 mod tracing;
+mod webhooks;
 mod worker;

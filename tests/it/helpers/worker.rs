@@ -108,6 +108,7 @@ impl TestWorker {
                 attempts_allowed,
                 payload: payload.into(),
                 job_name: "render".to_owned(),
+                enqueued_at_ms: 1_765_000_000_000,
                 trace_carrier: None,
             })
             .await

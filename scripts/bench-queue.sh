@@ -8,7 +8,8 @@
 # over OTLP/HTTP to a local collector stand-in (`bench.mjs sink`), for the cost of observability.
 # Each Rust run also prints the worker's CPU time per job (user + system, from /proc, over the
 # timed window; the exporter's thread included, the collector's CPU not). ROUNDS=n repeats the
-# whole set n times, interleaved, for medians on a noisy machine.
+# whole set n times, interleaved, for medians on a noisy machine. RAYON_NUM_THREADS is passed to
+# the worker when set (rayon's idle spinning after each tiny job is most of the CPU-time noise).
 # Needs Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, db test), node.
 # Usage: [KINDS="rust node"] [ROUNDS=1] scripts/bench-queue.sh [jobs-per-run] [concurrency…]
 # (builds the release binary first)
@@ -64,7 +65,7 @@ run() { # kind concurrency
     observed=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18766 OTEL_BSP_MAX_QUEUE_SIZE=65536 ADMIN_ADDR=127.0.0.1:0)
   fi
   if [ "$kind" != node ]; then
-    env -i PATH="$PATH" "${observed[@]}" REDIS_URL=redis://127.0.0.1:6379 QUEUE_NAME="$tag" BULLMQ_PREFIX="$tag" \
+    env -i PATH="$PATH" "${observed[@]}" ${RAYON_NUM_THREADS:+RAYON_NUM_THREADS=$RAYON_NUM_THREADS} REDIS_URL=redis://127.0.0.1:6379 QUEUE_NAME="$tag" BULLMQ_PREFIX="$tag" \
       DATABASE_URL="$PG_URL?schema=$schema" STORAGE_DIR="$STORE/$tag" \
       ALLOW_PRIVATE_ASSET_HOSTS=127.0.0.1 PREVIEW_SIZE=64 WORKER_CONCURRENCY="$conc" \
       DEFAULT_TENANT_CONCURRENCY=2 RUST_LOG=error "$BIN" worker &

@@ -13,6 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+/// How often the recorder's upkeep folds recorded histogram samples into their buckets.
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How long one readiness check may take before it counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -341,6 +341,17 @@ async fn worker(config: Config) -> Outcome {
     // only with the admin server: without `/metrics` nobody reads them, and every metric is a
     // no-op.
     let metrics = config.queue.admin_addr.map(|_| crate::admin::metrics_handle());
+    if let Some(handle) = metrics.clone() {
+        // Histogram samples wait in the recorder until upkeep folds them into the buckets; a
+        // worker nobody scrapes would otherwise keep every sample it ever recorded.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::admin::UPKEEP_INTERVAL);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
     let built = match app::build_worker(&config).await {
         Ok(built) => built,
         Err(error) => return fail(&format!("{error:#}"), start_up_outcome(&error)),

@@ -7,7 +7,7 @@
 //! With an OTLP endpoint configured ([`TracesConfig`]), the `tracing` spans of this crate become
 //! OpenTelemetry spans, batched on the SDK's own thread and posted as protobuf to the collector.
 //! `RUST_LOG` does not filter them: a quiet log never loses a trace. W3C trace context travels
-//! both ways: [`parent_context`] continues a producer's trace from the carrier BullMQ stored with
+//! both ways: [`continue_trace`] continues a producer's trace from the carrier BullMQ stored with
 //! the job, and [`trace_headers`] gives the `traceparent` of the current span to put on
 //! outgoing requests and published events.
 

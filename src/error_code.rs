@@ -118,8 +118,6 @@ error_codes! {
     EventSerialize => "event_serialize",
     /// An event sink could not be reached.
     EventSinkUnavailable => "event_sink_unavailable",
-    /// An event sink refused the event.
-    EventSinkRejected => "event_sink_rejected",
     /// A webhook endpoint could not be reached (connection refused, timeout).
     WebhookUnreachable => "webhook_unreachable",
     /// A webhook endpoint answered with a status other than 2xx (a redirect included).

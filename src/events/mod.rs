@@ -144,8 +144,6 @@ pub enum EventSinkError {
     Serialize(#[from] serde_json::Error),
     #[error("{sink} unavailable: {message}")]
     Unavailable { sink: &'static str, message: String },
-    #[error("{sink} refused the event with status {status}")]
-    Rejected { sink: &'static str, status: u16 },
 }
 
 impl EventSinkError {
@@ -153,7 +151,6 @@ impl EventSinkError {
         match self {
             Self::Serialize(_) => ErrorCode::EventSerialize,
             Self::Unavailable { .. } => ErrorCode::EventSinkUnavailable,
-            Self::Rejected { .. } => ErrorCode::EventSinkRejected,
         }
     }
 }

@@ -311,8 +311,15 @@ async fn a_worker_killed_between_the_render_and_the_delivery_delivers_once_after
         ("WEBHOOK_RETRY_SCHEDULE_MS", "2000,100,100"),
     ];
     let mut worker = webhook_worker(&setup, &schema, &slow_first);
-    add_render(&setup, &design, "tenant-k", &format!("{}/base.png", assets.uri())).await;
-    worker.wait_for_log(&format!("Completed design {design}")).await;
+    let render_job = add_render(&setup, &design, "tenant-k", &format!("{}/base.png", assets.uri())).await;
+    // The kill lands once BullMQ shows the render finished (the log line comes just before;
+    // a kill in between leaves the job to stalled recovery, and the delivery waits for it).
+    until("the render job finished", || async {
+        job_field(&setup, &setup.queue, &render_job, "finishedOn")
+            .await
+            .is_some()
+    })
+    .await;
     worker.signal("KILL");
     worker.exit_status().await;
     assert!(receiver.arrivals().is_empty(), "nothing was delivered before the kill");

@@ -20,7 +20,6 @@ use super::{DeliveryJob, legacy_signature, standard_signature};
 use crate::assets::guard::PrivateHostPolicy;
 use crate::error_code::ErrorCode;
 use crate::failure::JobError;
-use crate::http::Traced;
 use crate::job::JobData;
 use crate::pipeline::Disposition;
 use crate::worker::{Delivery, JobHandler, JobOutcome};
@@ -131,9 +130,11 @@ impl WebhookDeliverer {
                 None,
             )
         })?;
-        let response = client
-            .post(job.endpoint.clone())
-            .timeout(self.timeout)
+        let mut request = client.post(job.endpoint.clone()).timeout(self.timeout);
+        if let Some(traceparent) = &job.traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("webhook-id", &job.event_id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -148,7 +149,6 @@ impl WebhookDeliverer {
                 legacy_signature(&self.legacy_key, timestamp, body),
             )
             .body(job.body.clone())
-            .traced()
             .send()
             .await
             .map_err(|error| {

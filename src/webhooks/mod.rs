@@ -43,6 +43,10 @@ pub struct DeliveryJob {
     pub endpoint: url::Url,
     /// The event JSON, signed and sent byte for byte.
     pub body: String,
+    /// The W3C context of the span that published the event, sent as the `traceparent` header
+    /// (the delivery runs later, outside the render's trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl DeliveryJob {
@@ -89,6 +93,7 @@ impl EventSink for WebhookOutbox {
             render_job_id: event.job_id.clone(),
             endpoint: endpoint.url.clone(),
             body,
+            traceparent: event.traceparent.clone(),
         }];
         let mut tries = 0;
         loop {
@@ -179,6 +184,7 @@ mod tests {
             render_job_id: "7".into(),
             endpoint: url::Url::parse("https://hooks.example/a").unwrap(),
             body: "{}".into(),
+            traceparent: None,
         };
         let other = DeliveryJob {
             endpoint: url::Url::parse("https://hooks.example/b").unwrap(),

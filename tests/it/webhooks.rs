@@ -194,7 +194,21 @@ async fn a_receiver_answering_503_twice_gets_the_event_once_it_accepts_with_one_
     let receiver = Receiver::start(&[503, 503, 204]).await;
     let design = unique("hooked");
     schema.insert_design(&design, "tenant-w").await;
-    let mut worker = webhook_worker(&setup, &schema, &[("WEBHOOK_URL", &receiver.url)]);
+    // Traces on (to a collector that is not there: spans are made, their export fails), so the
+    // deliveries carry the trace context of the span that published the event.
+    let no_collector = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let collector = format!("http://{no_collector}");
+    let mut worker = webhook_worker(
+        &setup,
+        &schema,
+        &[
+            ("WEBHOOK_URL", &receiver.url),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+        ],
+    );
     let render_job = add_render(&setup, &design, "tenant-w", &format!("{}/base.png", assets.uri())).await;
     worker.wait_for_log("Delivered design.render.completed").await;
 
@@ -211,6 +225,13 @@ async fn a_receiver_answering_503_twice_gets_the_event_once_it_accepts_with_one_
         assert_eq!(arrival.headers["x-design-render-event"], "design.render.completed");
         assert!(arrival.headers["x-design-render-signature"].starts_with("sha256="));
         assert_eq!(arrival.headers["content-type"], "application/json");
+        let traceparent = event["traceparent"]
+            .as_str()
+            .expect("the event carries its trace context");
+        assert_eq!(
+            arrival.headers["traceparent"], traceparent,
+            "the delivery joins the render's trace"
+        );
     }
     // A receiver built on node:crypto alone accepts every signature.
     let checked = node(

@@ -1,6 +1,7 @@
 //! The worker's admin HTTP server (`ADMIN_ADDR`): `/healthz` (the process answers), `/readyz`
 //! (Redis and the database answer and the worker is not shutting down) and `/metrics`
-//! (Prometheus text of every metric recorded through the `metrics` facade).
+//! (Prometheus text of every metric recorded through the `metrics` facade, then the queues' own
+//! metrics in BullMQ's names).
 
 use std::future::Future;
 use std::pin::Pin;

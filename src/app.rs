@@ -193,9 +193,6 @@ pub fn build_storage(config: &Config, mode: Mode) -> anyhow::Result<Arc<dyn Blob
     }
 }
 
-/// Builds the queue worker: the pipeline in [`Mode::Queue`], Redis tenant leases (limits from
-/// `DEFAULT_TENANT_CONCURRENCY`, `TENANT_CONCURRENCY_FILE` and `TENANT_CONCURRENCY_OVERRIDES`,
-/// the env winning) and the event sinks (Redis PUBLISH, plus the webhook when enabled).
 /// The queue worker and the readiness checks of what it depends on (Redis, the database).
 pub struct BuiltWorker {
     pub worker: crate::worker::RenderWorker,
@@ -285,6 +282,10 @@ fn worker_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
+/// Builds the queue worker: the pipeline in [`Mode::Queue`], Redis tenant leases (limits from
+/// `DEFAULT_TENANT_CONCURRENCY`, `TENANT_CONCURRENCY_FILE` and `TENANT_CONCURRENCY_OVERRIDES`,
+/// the env winning), the event sinks (Redis PUBLISH, plus the webhook outbox when enabled), the
+/// webhook deliverer and the queues' metrics.
 pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
     use crate::events::{EventSink, Fanout, redis_pubsub::RedisPublisher};
     use crate::tenancy::{RedisTenantLimiter, TenantLimits};

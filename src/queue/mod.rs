@@ -2,8 +2,9 @@
 //! it: [`connection`] builds connection options from our configuration, [`consumer`] turns
 //! each BullMQ job into a [`Delivery`](crate::worker::Delivery) for a
 //! [`JobHandler`](crate::worker::JobHandler) and carries its
-//! [`JobOutcome`](crate::worker::JobOutcome) back into BullMQ's calls, and [`producer`] adds
-//! jobs for `design-render enqueue`.
+//! [`JobOutcome`](crate::worker::JobOutcome) back into BullMQ's calls, [`producer`] adds
+//! jobs for `design-render enqueue`, and [`webhooks`] is the webhook delivery queue (adding
+//! deliveries, asking whether a render job finished, the dead-letter list and its replay).
 //!
 //! It never re-implements the BullMQ protocol: every state change goes through the crate's Lua
 //! scripts, so Node.js producers and workers interoperate with ours.

@@ -1,41 +1,36 @@
 #!/usr/bin/env bash
-# Queue throughput: jobs/s of `design-render worker` on 64x64 jobs (built-in provider) at
-# concurrency 1, 8 and 32, against a Node BullMQ worker doing the same bookkeeping (payload,
-# tenant lease, two Design row updates, event) without the image work; plus the Rust worker's
-# per-job overhead of queue + slot + database + event at concurrency 1.
-# `rust` runs with tracing and metrics off (no OTLP endpoint, ADMIN_ADDR=off). KINDS may also name
-# `rust-traced`: the Rust worker with its admin server (metrics recorded) exporting every span
-# over OTLP/HTTP to a local collector stand-in (`bench.mjs sink`), for the cost of observability.
-# Each Rust run also prints the worker's CPU time per job (user + system, from /proc, over the
-# timed window; the exporter's thread included, the collector's CPU not). ROUNDS=n repeats the
-# whole set n times, interleaved, for medians on a noisy machine. RAYON_NUM_THREADS is passed to
-# the worker when set (rayon's idle spinning after each tiny job is most of the CPU-time noise).
+# Fleet throughput on realistic jobs: jobs/s of one `design-render worker` against the spec's
+# Node.js worker (BullMQ + sharp, benches/sharp/worker.mjs) on the same jobs, one machine.
+# A job: a 1024² brick base and a 12% mask downloaded over HTTP, an OpenAI image edit answered at
+# once with a 1024² image by a loopback mock, the composite, 2048² high-res, 512² preview,
+# normal and roughness maps at 2048² as PNG on local storage (tmpfs), the Design row in
+# PostgreSQL, the completed event on Redis.
+# Kinds (KINDS, default "rust node"): `rust` with tracing and metrics off (no OTLP endpoint,
+# ADMIN_ADDR=off); `rust-traced` with its admin server (metrics recorded) and every span exported
+# over OTLP/HTTP to a collector stand-in (`tests/node/bench.mjs sink`), for the cost of
+# observability; `node`. Each run prints the worker's CPU time per job (user + system of the
+# whole process, from /proc, over the timed window; libvips' and the exporter's threads
+# included) and its peak RSS. ROUNDS=n repeats the whole set n times, interleaved, for medians
+# on a noisy machine. RAYON_NUM_THREADS is passed to the Rust worker when set.
 # Needs Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 (user postgres, db test), node.
 # Usage: [KINDS="rust node"] [ROUNDS=1] scripts/bench-queue.sh [jobs-per-run] [concurrency…]
-# (builds the release binary first)
+# (builds the release binary first; set CARGO_TARGET_DIR to keep it apart from a debug tree)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-1000}
+N=${1:-40}
 shift || true
-LEVELS=${*:-1 8 32}
-cargo build --release --bin design-render --example bench_asset_server
+LEVELS=${*:-1 2 4}
+cargo build --release --bin design-render --example bench_asset_server --example make_examples
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=$TARGET/release/design-render
 echo "binary: $BIN, jobs per run: $N, concurrency: $LEVELS, load: $(cut -d' ' -f1-3 /proc/loadavg)"
 npm ci --prefix tests/node --no-audit --no-fund >/dev/null
+npm ci --prefix benches/sharp --no-audit --no-fund >/dev/null
 WORK=$(mktemp -d)
-# Assets go to tmpfs: the figure is about the worker, not about the host's disk (on this VM's
-# ext4, inode allocation for the many small files cost more CPU than the whole job).
+# Assets go to tmpfs: the figure is about the workers, not about the host's disk.
 STORE=$(mktemp -d -p /dev/shm)
-python3 - "$WORK/base.png" <<'PY'
-import struct, sys, zlib
-w = h = 64
-rows = b"".join(b"\0" + bytes(v for x in range(w) for v in (x * 4, y * 4, 128, 255)) for y in range(h))
-def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
-png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-open(sys.argv[1], "wb").write(png)
-PY
-"$TARGET/release/examples/bench_asset_server" "$WORK/base.png" 18765 &
+"$TARGET/release/examples/make_examples" "$WORK" 1024
+"$TARGET/release/examples/bench_asset_server" "$WORK" 18765 &
 HTTP=$!
 SINK=
 trap 'kill $HTTP $SINK 2>/dev/null; rm -rf "$WORK" "$STORE"' EXIT
@@ -45,9 +40,11 @@ if [[ " ${KINDS:-} " == *" rust-traced "* ]]; then
 fi
 PG_URL="postgres://postgres@127.0.0.1:5432/test"
 PSQL="psql -q -t -A -X -h 127.0.0.1 -U postgres -d test -v ON_ERROR_STOP=1"
+ASSETS=http://127.0.0.1:18765
+OPTIONS='{"generateNormalMap":true,"generateRoughnessMap":true,"size":"2048x2048"}'
 
 run() { # kind concurrency
-  local kind=$1 conc=$2 tag="bench$$_$1_$2"
+  local kind=$1 conc=$2 tag="bench$$_${1//-/_}_$2"
   local schema="$tag"
   # A Prisma-style table with the render columns already present (both workers write them).
   $PSQL -c "CREATE SCHEMA \"$schema\"; SET search_path=\"$schema\";
@@ -67,39 +64,42 @@ run() { # kind concurrency
   if [ "$kind" != node ]; then
     env -i PATH="$PATH" "${observed[@]}" ${RAYON_NUM_THREADS:+RAYON_NUM_THREADS=$RAYON_NUM_THREADS} REDIS_URL=redis://127.0.0.1:6379 QUEUE_NAME="$tag" BULLMQ_PREFIX="$tag" \
       DATABASE_URL="$PG_URL?schema=$schema" STORAGE_DIR="$STORE/$tag" \
-      ALLOW_PRIVATE_ASSET_HOSTS=127.0.0.1 PREVIEW_SIZE=64 WORKER_CONCURRENCY="$conc" \
+      OPENAI_API_KEY=sk-bench OPENAI_BASE_URL="$ASSETS/v1" \
+      ALLOW_PRIVATE_ASSET_HOSTS=127.0.0.1 WORKER_CONCURRENCY="$conc" \
       DEFAULT_TENANT_CONCURRENCY=2 RUST_LOG=error "$BIN" worker &
   else
-    node tests/node/bench.mjs worker "{\"queue\":\"$tag\",\"prefix\":\"$tag\",\"concurrency\":$conc,\"databaseUrl\":\"$PG_URL\",\"schema\":\"$schema\"}" &
+    node benches/sharp/worker.mjs "{\"queue\":\"$tag\",\"prefix\":\"$tag\",\"concurrency\":$conc,\"databaseUrl\":\"$PG_URL\",\"schema\":\"$schema\",\"storageDir\":\"$STORE/$tag\",\"openaiBaseUrl\":\"$ASSETS/v1\"}" &
   fi
   pid=$!
   sleep 2 # let the worker connect before timing starts
-  local cpu_before=0
-  if [ "$kind" != node ]; then cpu_before=$(awk '{print $14 + $15}' "/proc/$pid/stat"); fi
+  local cpu_before
+  cpu_before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   local result
-  result=$(node tests/node/bench.mjs produce "{\"queue\":\"$tag\",\"prefix\":\"$tag\",\"count\":$N,\"baseUrl\":\"http://127.0.0.1:18765/base.png\",\"designPrefix\":\"${tag}_\"}")
-  if [ "$kind" != node ]; then
-    awk -v before="$cpu_before" -v n="$N" -v hz="$(getconf CLK_TCK)" -v kind="$kind" -v conc="$conc" \
-      '{ printf "%s concurrency=%s cpu per job: %.1f us\n", kind, conc, ($14 + $15 - before) * 1e6 / hz / n }' \
-      "/proc/$pid/stat"
-  fi
+  result=$(node tests/node/bench.mjs produce "{\"queue\":\"$tag\",\"prefix\":\"$tag\",\"count\":$N,\"baseUrl\":\"$ASSETS/base.png\",\"maskUrl\":\"$ASSETS/mask.png\",\"renderOptions\":$OPTIONS,\"designPrefix\":\"${tag}_\"}")
+  awk -v before="$cpu_before" -v n="$N" -v hz="$(getconf CLK_TCK)" -v kind="$kind" -v conc="$conc" \
+    '{ printf "%s concurrency=%s cpu per job: %.1f ms\n", kind, conc, ($14 + $15 - before) * 1e3 / hz / n }' \
+    "/proc/$pid/stat"
+  echo "$kind concurrency=$conc peak RSS: $(awk '/VmHWM/ {print $2 / 1024 " MB"}' "/proc/$pid/status")"
   kill -TERM $pid; wait $pid || true
   local done
   done=$($PSQL -c "SELECT count(*) FROM \"$schema\".\"Design\" WHERE \"status\" = 'COMPLETED'")
   echo "$kind concurrency=$conc completedRows=$done $result"
   if [ "$kind" = rust ] && [ "$conc" = 1 ]; then
-    # Mean per-step times the pipeline recorded (ms): the image work is download, decode, fill,
-    # post-processing and storage. At concurrency 1 the rest of a job's wall time is the
-    # per-job overhead: queue (fetch, lock, finish), tenant slot, both Design row updates, event.
-    local image
-    image=$($PSQL -c "SELECT round(avg((t->>'downloadMs')::numeric + (t->>'decodeMs')::numeric
-        + (t->>'inpaintMs')::numeric + (t->>'postprocessMs')::numeric + (t->>'uploadMs')::numeric), 3)
+    # Mean per-step times the pipeline recorded (ms). At concurrency 1 the rest of a job's
+    # wall time is the per-job overhead: queue (fetch, lock, finish), tenant slot, both Design
+    # row updates, event.
+    local steps
+    steps=$($PSQL -c "SELECT round(avg((t->>'downloadMs')::numeric), 1) || ' download, '
+        || round(avg((t->>'decodeMs')::numeric), 1) || ' decode, '
+        || round(avg((t->>'inpaintMs')::numeric), 1) || ' provider, '
+        || round(avg((t->>'postprocessMs')::numeric), 1) || ' post-processing, '
+        || round(avg((t->>'uploadMs')::numeric), 1) || ' storage; total '
+        || round(avg((t->>'downloadMs')::numeric + (t->>'decodeMs')::numeric + (t->>'inpaintMs')::numeric
+          + (t->>'postprocessMs')::numeric + (t->>'uploadMs')::numeric), 1)
       FROM (SELECT \"metadata\"->'timings' AS t FROM \"$schema\".\"Design\" WHERE \"status\" = 'COMPLETED') s")
     local seconds
     seconds=$(sed -E 's/.*"seconds":([0-9.]+).*/\1/' <<<"$result")
-    awk -v s="$seconds" -v n="$N" -v img="$image" 'BEGIN {
-      wall = s * 1000 / n;
-      printf "rust per job (ms): wall %.3f, image work %.3f, overhead %.3f\n", wall, img, wall - img }'
+    echo "rust per job (ms): $steps; wall $(awk -v s="$seconds" -v n="$N" 'BEGIN { printf "%.1f", s * 1000 / n }')"
   fi
   rm -rf "${STORE:?}/$tag"
   $PSQL -c "SET client_min_messages=warning; DROP SCHEMA \"$schema\" CASCADE"

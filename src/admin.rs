@@ -64,17 +64,22 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Serves the admin routes on `listener` until `stop` resolves.
+/// Serves the admin routes, and `more` (the dashboard's) when given, on `listener` until
+/// `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AdminState>,
+    more: Option<axum::Router>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = axum::Router::new()
+    let mut router = axum::Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
+    if let Some(more) = more {
+        router = router.merge(more);
+    }
     axum::serve(listener, router).with_graceful_shutdown(stop).await
 }
 

@@ -201,6 +201,10 @@ pub struct BuiltWorker {
     pub queue_metrics: crate::admin::MetricsText,
     /// The webhook deliveries' worker, with `WEBHOOK_ENABLED=true`.
     pub webhooks: Option<WebhookWorker>,
+    /// This worker's heartbeat for the dashboards of the fleet.
+    pub heartbeat: crate::dashboard::HeartbeatWriter,
+    /// The dashboard's routes, with `DASHBOARD_TOKEN` set.
+    pub dashboard: Option<axum::Router>,
 }
 
 /// The handler of the webhook queue and that queue's settings.
@@ -306,14 +310,15 @@ pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
         None => Default::default(),
     };
     overrides.extend(config.queue.tenant_overrides.clone());
+    let limiter_limits = TenantLimits {
+        default: config.default_tenant_concurrency,
+        overrides,
+    };
     let limiter = Arc::new(RedisTenantLimiter::new(
         connection.clone(),
         &config.queue.prefix,
         &config.queue.name,
-        TenantLimits {
-            default: config.default_tenant_concurrency,
-            overrides,
-        },
+        limiter_limits.clone(),
         config.queue.tenant_lease,
     ));
     let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(RedisPublisher::new(connection.clone()))];
@@ -342,16 +347,50 @@ pub async fn build_worker(config: &Config) -> anyhow::Result<BuiltWorker> {
     let queue_metrics = crate::queue::queue_metrics(&queues, &config.redis)
         .await
         .context("opening the queues for their metrics")?;
+    let operations: Arc<dyn crate::dashboard::Operations> = Arc::new(
+        crate::queue::operations::QueueOperations::open(&config.queue, &config.redis)
+            .await
+            .context("opening the queues for the dashboard and heartbeats")?,
+    );
+    let name = worker_name();
+    let in_flight: Arc<std::sync::atomic::AtomicU64> = Default::default();
+    let heartbeat = crate::dashboard::HeartbeatWriter {
+        operations: Arc::clone(&operations),
+        editor: Arc::clone(&pipeline.editor),
+        in_flight: Arc::clone(&in_flight),
+        name: name.clone(),
+        concurrency: config.queue.worker_concurrency,
+    };
+    let dashboard = match &config.queue.dashboard {
+        Some(settings) => Some(crate::dashboard::router(Arc::new(crate::dashboard::Dashboard {
+            access: crate::dashboard::auth::Access::new(&settings.token),
+            read_only: settings.read_only,
+            page_size: settings.page_size,
+            operations,
+            designs: Arc::clone(&pipeline.designs),
+            images: crate::dashboard::images::Thumbnails::new(
+                &config.assets.private_hosts,
+                Some(config.storage_dir.clone()),
+                pipeline.settings.decode_limits,
+            )
+            .context("building the HTTP client for dashboard thumbnails")?,
+            tenant_limits: limiter_limits,
+        }))),
+        None => None,
+    };
     Ok(BuiltWorker {
         probes: vec![crate::queue::redis_probe(connection), database],
         queue_metrics,
         webhooks,
+        heartbeat,
+        dashboard,
         worker: crate::worker::RenderWorker {
             pipeline,
             limiter,
             events: Arc::new(Fanout { sinks }),
             cancellation: Default::default(),
-            names: crate::worker::SpanNames::new(&config.queue.name, &worker_name()),
+            names: crate::worker::SpanNames::new(&config.queue.name, &name),
+            in_flight,
         },
     })
 }

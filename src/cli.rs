@@ -378,15 +378,19 @@ async fn worker(config: Config) -> Outcome {
             }
         };
         match listener.local_addr() {
-            Ok(bound) => tracing::info!("Admin server on http://{bound} (/healthz, /readyz, /metrics)"),
+            Ok(bound) => tracing::info!(
+                "Admin server on http://{bound} (/healthz, /readyz, /metrics{})",
+                if built.dashboard.is_some() { ", /dashboard" } else { "" }
+            ),
             Err(error) => tracing::warn!("Admin server listening; its address is unknown: {error}"),
         }
         let state = std::sync::Arc::clone(&admin);
+        let dashboard = built.dashboard;
         tokio::spawn(async move {
             let stop = async {
                 let _ = admin_stop.await;
             };
-            if let Err(error) = crate::admin::serve(listener, state, stop).await {
+            if let Err(error) = crate::admin::serve(listener, state, dashboard, stop).await {
                 tracing::warn!("The admin server stopped: {error}");
             }
         });
@@ -398,8 +402,9 @@ async fn worker(config: Config) -> Outcome {
             admin.shutting_down.store(true, std::sync::atomic::Ordering::Release);
         }
     };
-    // One signal stops both queues' workers.
+    // One signal stops both queues' workers and the heartbeat.
     let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown));
+    tokio::spawn(built.heartbeat.run(shutdown.clone()));
     let renders = crate::queue::serve(
         std::sync::Arc::new(built.worker),
         &config.queue,

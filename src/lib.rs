@@ -23,6 +23,7 @@ pub mod assets;
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod error_code;
 pub mod events;
 pub mod failure;

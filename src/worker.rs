@@ -96,6 +96,8 @@ pub struct RenderWorker {
     pub cancellation: Cancellation,
     /// Names the job spans carry: the queue, and this worker (`host:pid`).
     pub names: SpanNames,
+    /// Jobs being handled right now (the dashboard's worker heartbeat reads it).
+    pub in_flight: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The names a job span carries, as Node BullMQ's telemetry names its consumer span.
@@ -126,6 +128,7 @@ impl JobHandler for RenderWorker {
         let started = std::time::Instant::now();
         let in_flight = metrics::gauge!("design_render_jobs_in_flight");
         in_flight.increment(1.0);
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let outcome = AssertUnwindSafe(self.handle_in_span(delivery).instrument(span))
             .catch_unwind()
             .await
@@ -137,6 +140,7 @@ impl JobHandler for RenderWorker {
                 JobOutcome::Retry(JobError::Panicked)
             });
         in_flight.decrement(1.0);
+        self.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if !matches!(outcome, JobOutcome::Delay(_)) {
             metrics::histogram!("design_render_job_duration_seconds").record(started.elapsed().as_secs_f64());
         }

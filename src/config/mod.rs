@@ -11,6 +11,7 @@
 //! `providers`, `queue`) and are re-exported here, so callers name them `config::X`.
 
 mod assets;
+mod dashboard;
 mod database;
 mod imaging;
 mod providers;
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::assets::AssetLimits;
+pub use self::dashboard::DashboardConfig;
 pub use self::database::{DatabaseConfig, Migrations, TenantColumn};
 pub use self::imaging::ImagingConfig;
 pub use self::providers::{InpaintOverrides, ProviderConfig, ProviderKind};

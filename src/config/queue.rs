@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::dashboard::DashboardConfig;
 use super::webhooks::WebhookConfig;
 use super::{ConfigError, Secret, Vars};
 
@@ -58,6 +59,9 @@ pub struct QueueConfig {
     /// Where the worker serves `/healthz`, `/readyz` and `/metrics` (`ADMIN_ADDR`, default
     /// `127.0.0.1:9464`; `off` disables it; port 0 picks a free port).
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// The operations dashboard at `/dashboard` of the admin server: set exactly when
+    /// `DASHBOARD_TOKEN` is.
+    pub dashboard: Option<DashboardConfig>,
 }
 
 /// Parses `REDIS_CLUSTER_NODES`: comma-separated `host:port` or `redis[s]://host:port` seed
@@ -176,6 +180,7 @@ impl Default for QueueConfig {
             drain_delay: Duration::from_secs(5),
             webhook: None,
             admin_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
+            dashboard: None,
         }
     }
 }
@@ -198,6 +203,7 @@ impl QueueConfig {
                 .map(Duration::from_secs)
         };
         let webhook = WebhookConfig::from_vars(vars)?;
+        let dashboard = DashboardConfig::from_vars(vars)?;
         Ok(Self {
             name: key_part("QUEUE_NAME", defaults.name)?,
             prefix: key_part("BULLMQ_PREFIX", defaults.prefix)?,
@@ -231,6 +237,7 @@ impl QueueConfig {
                     )
                 })?),
             },
+            dashboard,
         })
     }
 

@@ -15,6 +15,10 @@ use crate::safety::RedactionKind;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RenderMetadata {
+    /// The queue job that rendered it (absent for the one-shot command), so operators and the
+    /// dashboard can find the job's payload and history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
     /// The provider whose image was used.
     pub provider: &'static str,
     /// Every provider tried, in order, including the one that answered.

@@ -305,6 +305,7 @@ impl Pipeline {
         timings.finished_at = timestamp(finished_at);
         timings.total_ms = elapsed_ms(started);
         let mut metadata = RenderMetadata {
+            job_id: job_id.map(str::to_owned),
             provider: edit.provider,
             provider_attempts: edit.attempts,
             cost: ledger.map(|ledger| ledger.json),

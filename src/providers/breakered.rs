@@ -51,6 +51,10 @@ impl Breakered {
 
 #[async_trait::async_trait]
 impl ImageEditor for Breakered {
+    fn breaker_states(&self) -> Vec<(&'static str, super::breaker::BreakerState)> {
+        vec![(self.inner.name(), self.breaker.state())]
+    }
+
     fn name(&self) -> &'static str {
         self.inner.name()
     }

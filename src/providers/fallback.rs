@@ -33,6 +33,10 @@ impl FallbackChain {
 
 #[async_trait::async_trait]
 impl ImageEditor for FallbackChain {
+    fn breaker_states(&self) -> Vec<(&'static str, super::breaker::BreakerState)> {
+        self.editors.iter().flat_map(|editor| editor.breaker_states()).collect()
+    }
+
     fn name(&self) -> &'static str {
         "fallback"
     }

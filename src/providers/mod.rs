@@ -199,4 +199,10 @@ pub trait ImageEditor: Send + Sync {
     fn name(&self) -> &'static str;
 
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError>;
+
+    /// The circuit breakers guarding this editor and those it wraps, by provider name (the
+    /// dashboard's worker heartbeat). None by default.
+    fn breaker_states(&self) -> Vec<(&'static str, breaker::BreakerState)> {
+        Vec::new()
+    }
 }

@@ -11,6 +11,7 @@
 
 pub mod connection;
 pub mod consumer;
+pub mod operations;
 pub mod producer;
 pub mod webhooks;
 

@@ -26,7 +26,7 @@ pub fn webhook_queue_config(queue: &QueueConfig, webhooks: &WebhookConfig) -> Qu
     }
 }
 
-async fn open(queue: &QueueConfig, redis: &RedisConfig) -> Result<Queue, bullmq::Error> {
+pub(super) async fn open(queue: &QueueConfig, redis: &RedisConfig) -> Result<Queue, bullmq::Error> {
     Queue::with_options(
         &queue.name,
         QueueOptions::new()

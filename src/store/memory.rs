@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{
     CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
-    StoreError,
+    StoreError, TenantCost,
 };
 use crate::config::TenantColumn;
 use crate::job::{DesignId, TenantId};
@@ -25,8 +25,24 @@ pub struct MemoryDesignStore {
     /// Whether rows are owned: `false` is the SQL adapters without a tenant column, where any
     /// tenant's job writes the row with that id and rows read back without a tenant.
     owner_checked: bool,
-    /// Rows by id. A `BTreeMap` so [`rows`](Self::rows) lists them in a stable order.
-    rows: Mutex<BTreeMap<String, DesignRow>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Rows by id. A `BTreeMap` so [`rows`](MemoryDesignStore::rows) lists them in a stable order.
+    rows: BTreeMap<String, DesignRow>,
+    /// When each row was last written, and a sequence number that orders writes made within
+    /// the same clock tick (the SQL adapters' `"updatedAt"`).
+    updated: BTreeMap<String, (chrono::DateTime<chrono::Utc>, u64)>,
+    writes: u64,
+}
+
+impl Table {
+    fn touch(&mut self, id: &str) {
+        self.writes += 1;
+        self.updated.insert(id.to_owned(), (chrono::Utc::now(), self.writes));
+    }
 }
 
 impl MemoryDesignStore {
@@ -43,7 +59,7 @@ impl MemoryDesignStore {
         Self {
             missing,
             owner_checked: tenant_column.is_some(),
-            rows: Mutex::new(BTreeMap::new()),
+            table: Mutex::new(Table::default()),
         }
     }
 
@@ -56,18 +72,21 @@ impl MemoryDesignStore {
     /// Adds (or replaces) a row exactly as given, for tests that start from an unusual state,
     /// such as a row without a tenant or with metadata written by the backend.
     fn insert_row(&self, row: DesignRow) {
-        self.lock().insert(row.id.clone(), row);
+        let mut table = self.lock();
+        table.touch(&row.id);
+        table.rows.insert(row.id.clone(), row);
     }
 
     /// Every row, ordered by id.
     pub fn rows(&self) -> Vec<DesignRow> {
-        self.lock().values().cloned().collect()
+        self.lock().rows.values().cloned().collect()
     }
 
     /// The rows still PROCESSING. A finished test run should leave none: each job ends in
     /// COMPLETED or FAILED, or is handed back while its row waits for the retry.
     pub fn processing_rows(&self) -> Vec<DesignRow> {
         self.lock()
+            .rows
             .values()
             .filter(|row| row.status == DesignStatus::Processing)
             .cloned()
@@ -91,8 +110,8 @@ impl MemoryDesignStore {
 
     /// A poisoned lock only means another thread panicked between two plain field writes; the
     /// map itself is still consistent, so the rows stay usable.
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, DesignRow>> {
-        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `change` on the row when it exists and belongs to `tenant`, as the SQL adapters'
@@ -103,35 +122,33 @@ impl MemoryDesignStore {
         tenant: &TenantId,
         change: impl FnOnce(&mut DesignRow) -> T,
     ) -> Result<T, StoreError> {
-        let mut rows = self.lock();
-        match rows.get_mut(design.as_str()) {
-            Some(row) if self.owned_by(row, tenant) => Ok(change(row)),
-            _ => Err(not_found(design, tenant)),
-        }
+        let mut table = self.lock();
+        let changed = match table.rows.get_mut(design.as_str()) {
+            Some(row) if self.owned_by(row, tenant) => change(row),
+            _ => return Err(not_found(design, tenant)),
+        };
+        table.touch(design.as_str());
+        Ok(changed)
     }
 }
 
 #[async_trait::async_trait]
 impl DesignStore for MemoryDesignStore {
     async fn mark_processing(&self, design: &DesignId, tenant: &TenantId) -> Result<(), StoreError> {
-        let mut rows = self.lock();
-        match rows.get_mut(design.as_str()) {
-            Some(row) if self.owned_by(row, tenant) => {
-                row.status = DesignStatus::Processing;
-                Ok(())
-            }
-            Some(_) => Err(not_found(design, tenant)),
+        let mut table = self.lock();
+        match table.rows.get_mut(design.as_str()) {
+            Some(row) if self.owned_by(row, tenant) => row.status = DesignStatus::Processing,
+            Some(_) => return Err(not_found(design, tenant)),
             None => match self.missing {
                 MissingDesign::Create => {
-                    rows.insert(
-                        design.as_str().to_owned(),
-                        self.fresh(design, tenant, DesignStatus::Processing),
-                    );
-                    Ok(())
+                    let row = self.fresh(design, tenant, DesignStatus::Processing);
+                    table.rows.insert(design.as_str().to_owned(), row);
                 }
-                MissingDesign::Reject => Err(not_found(design, tenant)),
+                MissingDesign::Reject => return Err(not_found(design, tenant)),
             },
         }
+        table.touch(design.as_str());
+        Ok(())
     }
 
     async fn mark_completed(
@@ -172,7 +189,61 @@ impl DesignStore for MemoryDesignStore {
     }
 
     async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError> {
-        Ok(self.lock().get(design.as_str()).cloned())
+        Ok(self.lock().rows.get(design.as_str()).cloned())
+    }
+
+    async fn recent(&self, status: DesignStatus, offset: usize, limit: usize) -> Result<Vec<DesignRow>, StoreError> {
+        let table = self.lock();
+        let mut matching: Vec<(&(chrono::DateTime<chrono::Utc>, u64), &DesignRow)> = table
+            .rows
+            .values()
+            .filter(|row| row.status == status)
+            .filter_map(|row| table.updated.get(&row.id).map(|updated| (updated, row)))
+            .collect();
+        matching.sort_by(|a, b| b.0.cmp(a.0));
+        Ok(matching
+            .into_iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, row)| row.clone())
+            .collect())
+    }
+
+    async fn cost_by_tenant(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TenantCost>, StoreError> {
+        if !self.owner_checked {
+            return Ok(Vec::new());
+        }
+        let table = self.lock();
+        let mut by_tenant: BTreeMap<&str, TenantCost> = BTreeMap::new();
+        for row in table.rows.values() {
+            let (Some(tenant), Some((updated, _))) = (row.tenant_id.as_deref(), table.updated.get(&row.id)) else {
+                continue;
+            };
+            if *updated < since {
+                continue;
+            }
+            let entry = by_tenant.entry(tenant).or_insert_with(|| TenantCost {
+                tenant_id: tenant.to_owned(),
+                designs: 0,
+                cost_cents: 0,
+                cost_tokens: 0,
+            });
+            entry.designs += 1;
+            entry.cost_cents += i64::from(row.cost_cents);
+            entry.cost_tokens += i64::from(row.cost_tokens);
+        }
+        let mut costs: Vec<TenantCost> = by_tenant.into_values().collect();
+        costs.sort_by(|a, b| {
+            b.cost_cents
+                .cmp(&a.cost_cents)
+                .then_with(|| a.tenant_id.cmp(&b.tenant_id))
+        });
+        costs.truncate(limit);
+        Ok(costs)
     }
 
     async fn record_paid_call(

@@ -194,6 +194,18 @@ pub trait DesignStore: Send + Sync {
     /// Reads one row regardless of tenant (diagnostics and tests).
     async fn get(&self, design: &DesignId) -> Result<Option<DesignRow>, StoreError>;
 
+    /// Rows in `status`, most recently updated first, `limit` of them after skipping `offset`
+    /// (the dashboard's pages; never an unbounded read).
+    async fn recent(&self, status: DesignStatus, offset: usize, limit: usize) -> Result<Vec<DesignRow>, StoreError>;
+
+    /// Per tenant, what rows updated at or after `since` cost, most expensive first, at most
+    /// `limit` tenants. Empty without a tenant column (rows then have no owner).
+    async fn cost_by_tenant(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TenantCost>, StoreError>;
+
     /// Records one paid provider call in `metadata.cost.calls[call_id]` unless that id is
     /// already there, then sets `costTokens`/`costCents` (rounded up) from the merged set, in
     /// one transaction. Recording the same call twice counts it once; calls of earlier
@@ -204,6 +216,16 @@ pub trait DesignStore: Send + Sync {
         tenant: &TenantId,
         call: &PaidCallEntry,
     ) -> Result<CostLedger, StoreError>;
+}
+
+/// What one tenant's designs cost over a period ([`DesignStore::cost_by_tenant`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCost {
+    pub tenant_id: String,
+    /// Rows updated in the period.
+    pub designs: u64,
+    pub cost_cents: i64,
+    pub cost_tokens: i64,
 }
 
 /// One paid call as stored in `metadata.cost.calls`.

@@ -18,7 +18,7 @@ use sqlx::{AssertSqlSafe, Row, SqlSafeStr, SqlStr};
 
 use super::{
     CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
-    StoreError, quoted,
+    StoreError, TenantCost, quoted,
 };
 use crate::config::{Migrations, TenantColumn};
 use crate::job::{DesignId, TenantId};
@@ -60,6 +60,9 @@ struct Statements {
     lock_metadata: SqlStr,
     write_cost: SqlStr,
     get: SqlStr,
+    recent: SqlStr,
+    /// `None` without a tenant column.
+    cost_by_tenant: Option<SqlStr>,
 }
 
 impl Statements {
@@ -117,6 +120,21 @@ impl Statements {
                           "previewUrl", "highResUrl", "costTokens", "costCents", "metadata"
                    FROM "Design" WHERE "id" = $1"#
             )),
+            recent: sql(format!(
+                r#"SELECT "id", {tenant_read} AS "tenantId", "status"::text AS "status", "compositeTextureUrl",
+                          "previewUrl", "highResUrl", "costTokens", "costCents", "metadata"
+                   FROM "Design" WHERE "status"::text = $1
+                   ORDER BY "updatedAt" DESC, "id" LIMIT $2 OFFSET $3"#
+            )),
+            cost_by_tenant: column.as_ref().map(|column| {
+                sql(format!(
+                    r#"SELECT {column} AS "tenantId", count(*) AS "designs",
+                              COALESCE(sum("costCents"), 0)::bigint AS "costCents",
+                              COALESCE(sum("costTokens"), 0)::bigint AS "costTokens"
+                       FROM "Design" WHERE "updatedAt" >= $1 AND {column} IS NOT NULL
+                       GROUP BY {column} ORDER BY 3 DESC, 1 LIMIT $2"#
+                ))
+            }),
         }
     }
 }
@@ -393,25 +411,64 @@ impl DesignStore for PgDesignStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        row.map(|row| {
-            let status: String = row.try_get("status").map_err(StoreError::from_sqlx)?;
-            let metadata: Option<sqlx::types::Json<serde_json::Value>> =
-                row.try_get("metadata").map_err(StoreError::from_sqlx)?;
-            Ok(DesignRow {
-                id: row.try_get("id").map_err(StoreError::from_sqlx)?,
-                tenant_id: row.try_get("tenantId").map_err(StoreError::from_sqlx)?,
-                status: DesignStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Schema(format!("unknown status `{status}`")))?,
-                composite_texture_url: row.try_get("compositeTextureUrl").map_err(StoreError::from_sqlx)?,
-                preview_url: row.try_get("previewUrl").map_err(StoreError::from_sqlx)?,
-                high_res_url: row.try_get("highResUrl").map_err(StoreError::from_sqlx)?,
-                cost_tokens: row.try_get("costTokens").map_err(StoreError::from_sqlx)?,
-                cost_cents: row.try_get("costCents").map_err(StoreError::from_sqlx)?,
-                metadata: metadata.map(|json| json.0),
-            })
-        })
-        .transpose()
+        row.as_ref().map(design_row).transpose()
     }
+
+    async fn recent(&self, status: DesignStatus, offset: usize, limit: usize) -> Result<Vec<DesignRow>, StoreError> {
+        let rows = sqlx::query(self.statements.recent.clone())
+            .bind(status.as_str())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(design_row).collect()
+    }
+
+    async fn cost_by_tenant(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TenantCost>, StoreError> {
+        let Some(statement) = &self.statements.cost_by_tenant else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(statement.clone())
+            .bind(since.naive_utc())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let designs: i64 = row.try_get("designs").map_err(StoreError::from_sqlx)?;
+                Ok(TenantCost {
+                    tenant_id: row.try_get("tenantId").map_err(StoreError::from_sqlx)?,
+                    designs: u64::try_from(designs).unwrap_or(0),
+                    cost_cents: row.try_get("costCents").map_err(StoreError::from_sqlx)?,
+                    cost_tokens: row.try_get("costTokens").map_err(StoreError::from_sqlx)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A row of `get` or `recent`.
+fn design_row(row: &sqlx::postgres::PgRow) -> Result<DesignRow, StoreError> {
+    let status: String = row.try_get("status").map_err(StoreError::from_sqlx)?;
+    let metadata: Option<sqlx::types::Json<serde_json::Value>> =
+        row.try_get("metadata").map_err(StoreError::from_sqlx)?;
+    Ok(DesignRow {
+        id: row.try_get("id").map_err(StoreError::from_sqlx)?,
+        tenant_id: row.try_get("tenantId").map_err(StoreError::from_sqlx)?,
+        status: DesignStatus::parse(&status).ok_or_else(|| StoreError::Schema(format!("unknown status `{status}`")))?,
+        composite_texture_url: row.try_get("compositeTextureUrl").map_err(StoreError::from_sqlx)?,
+        preview_url: row.try_get("previewUrl").map_err(StoreError::from_sqlx)?,
+        high_res_url: row.try_get("highResUrl").map_err(StoreError::from_sqlx)?,
+        cost_tokens: row.try_get("costTokens").map_err(StoreError::from_sqlx)?,
+        cost_cents: row.try_get("costCents").map_err(StoreError::from_sqlx)?,
+        metadata: metadata.map(|json| json.0),
+    })
 }
 
 /// Removes Prisma-only URL parameters (`schema`, `connection_limit`, `pool_timeout`,

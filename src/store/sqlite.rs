@@ -19,7 +19,7 @@ use sqlx::{AssertSqlSafe, Connection, Row, SqlSafeStr, SqlStr};
 
 use super::{
     CompletedRender, CostLedger, DesignRow, DesignStatus, DesignStore, FailedRender, MissingDesign, PaidCallEntry,
-    StoreError, quoted,
+    StoreError, TenantCost, quoted,
 };
 use crate::config::{Migrations, TenantColumn};
 use crate::job::{DesignId, TenantId};
@@ -50,6 +50,9 @@ struct Statements {
     read_metadata: SqlStr,
     write_cost: SqlStr,
     get: SqlStr,
+    recent: SqlStr,
+    /// `None` without a tenant column.
+    cost_by_tenant: Option<SqlStr>,
 }
 
 impl Statements {
@@ -104,6 +107,19 @@ impl Statements {
                           "highResUrl", "costTokens", "costCents", "metadata"
                    FROM "Design" WHERE "id" = ?1"#
             )),
+            recent: sql(format!(
+                r#"SELECT "id", {tenant_read} AS "tenantId", "status", "compositeTextureUrl", "previewUrl",
+                          "highResUrl", "costTokens", "costCents", "metadata"
+                   FROM "Design" WHERE "status" = ?1 ORDER BY "updatedAt" DESC, "id" LIMIT ?2 OFFSET ?3"#
+            )),
+            cost_by_tenant: column.as_ref().map(|column| {
+                sql(format!(
+                    r#"SELECT {column} AS "tenantId", count(*) AS "designs",
+                              COALESCE(sum("costCents"), 0) AS "costCents", COALESCE(sum("costTokens"), 0) AS "costTokens"
+                       FROM "Design" WHERE "updatedAt" >= ?1 AND {column} IS NOT NULL
+                       GROUP BY {column} ORDER BY 3 DESC, 1 LIMIT ?2"#
+                ))
+            }),
         }
     }
 }
@@ -359,24 +375,64 @@ impl DesignStore for SqliteDesignStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::from_sqlx)?;
-        row.map(|row| {
-            let status: String = row.try_get("status").map_err(StoreError::from_sqlx)?;
-            let metadata: Option<String> = row.try_get("metadata").map_err(StoreError::from_sqlx)?;
-            Ok(DesignRow {
-                id: row.try_get("id").map_err(StoreError::from_sqlx)?,
-                tenant_id: row.try_get("tenantId").map_err(StoreError::from_sqlx)?,
-                status: DesignStatus::parse(&status)
-                    .ok_or_else(|| StoreError::Schema(format!("unknown status `{status}`")))?,
-                composite_texture_url: row.try_get("compositeTextureUrl").map_err(StoreError::from_sqlx)?,
-                preview_url: row.try_get("previewUrl").map_err(StoreError::from_sqlx)?,
-                high_res_url: row.try_get("highResUrl").map_err(StoreError::from_sqlx)?,
-                cost_tokens: row.try_get("costTokens").map_err(StoreError::from_sqlx)?,
-                cost_cents: row.try_get("costCents").map_err(StoreError::from_sqlx)?,
-                metadata: metadata.and_then(|text| serde_json::from_str(&text).ok()),
-            })
-        })
-        .transpose()
+        row.as_ref().map(design_row).transpose()
     }
+
+    async fn recent(&self, status: DesignStatus, offset: usize, limit: usize) -> Result<Vec<DesignRow>, StoreError> {
+        let rows = sqlx::query(self.statements.recent.clone())
+            .bind(status.as_str())
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter().map(design_row).collect()
+    }
+
+    async fn cost_by_tenant(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<TenantCost>, StoreError> {
+        let Some(statement) = &self.statements.cost_by_tenant else {
+            return Ok(Vec::new());
+        };
+        // Timestamps are stored as RFC 3339 text in UTC with milliseconds, which sorts by time.
+        let rows = sqlx::query(statement.clone())
+            .bind(since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        rows.iter()
+            .map(|row| {
+                let designs: i64 = row.try_get("designs").map_err(StoreError::from_sqlx)?;
+                Ok(TenantCost {
+                    tenant_id: row.try_get("tenantId").map_err(StoreError::from_sqlx)?,
+                    designs: u64::try_from(designs).unwrap_or(0),
+                    cost_cents: row.try_get("costCents").map_err(StoreError::from_sqlx)?,
+                    cost_tokens: row.try_get("costTokens").map_err(StoreError::from_sqlx)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A row of `get` or `recent`.
+fn design_row(row: &sqlx::sqlite::SqliteRow) -> Result<DesignRow, StoreError> {
+    let status: String = row.try_get("status").map_err(StoreError::from_sqlx)?;
+    let metadata: Option<String> = row.try_get("metadata").map_err(StoreError::from_sqlx)?;
+    Ok(DesignRow {
+        id: row.try_get("id").map_err(StoreError::from_sqlx)?,
+        tenant_id: row.try_get("tenantId").map_err(StoreError::from_sqlx)?,
+        status: DesignStatus::parse(&status).ok_or_else(|| StoreError::Schema(format!("unknown status `{status}`")))?,
+        composite_texture_url: row.try_get("compositeTextureUrl").map_err(StoreError::from_sqlx)?,
+        preview_url: row.try_get("previewUrl").map_err(StoreError::from_sqlx)?,
+        high_res_url: row.try_get("highResUrl").map_err(StoreError::from_sqlx)?,
+        cost_tokens: row.try_get("costTokens").map_err(StoreError::from_sqlx)?,
+        cost_cents: row.try_get("costCents").map_err(StoreError::from_sqlx)?,
+        metadata: metadata.and_then(|text| serde_json::from_str(&text).ok()),
+    })
 }
 
 #[cfg(test)]

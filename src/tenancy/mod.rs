@@ -16,7 +16,7 @@ pub mod memory;
 pub mod redis;
 
 pub use self::memory::MemoryTenantLimiter;
-pub use self::redis::{RedisTenantLimiter, lease_key_prefix};
+pub use self::redis::{RedisTenantLimiter, lease_key_prefix, saturation_key};
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -10,8 +10,10 @@ use std::time::Duration;
 use super::{TenancyError, TenantLimiter, TenantLimits};
 use crate::job::TenantId;
 
-/// Removes expired leases, then adds (or refreshes) the token if there is room.
-/// `KEYS[1]` = lease set; ARGV = token, limit, lease ms. Returns 1 when the slot is held.
+/// Removes expired leases, then adds (or refreshes) the token if there is room; when there is
+/// none, counts the refusal for the tenant in the saturation hash (the dashboard's figure).
+/// `KEYS[1]` = lease set, `KEYS[2]` = saturation hash; ARGV = token, limit, lease ms, tenant.
+/// Returns 1 when the slot is held.
 const ACQUIRE: &str = r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -22,6 +24,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonu
   redis.call('PEXPIRE', KEYS[1], lease * 2)
   return 1
 end
+redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
 return 0
 ";
 
@@ -44,6 +47,7 @@ return 0
 pub struct RedisTenantLimiter<C> {
     connection: C,
     key_prefix: String,
+    saturated_key: String,
     limits: TenantLimits,
     lease: Duration,
     acquire: ::redis::Script,
@@ -55,6 +59,7 @@ impl<C> RedisTenantLimiter<C> {
         Self {
             connection,
             key_prefix: lease_key_prefix(prefix, queue),
+            saturated_key: saturation_key(prefix, queue),
             limits,
             lease,
             acquire: ::redis::Script::new(ACQUIRE),
@@ -76,6 +81,11 @@ pub fn lease_key_prefix(prefix: &str, queue: &str) -> String {
     format!("{prefix}:{queue}:tenant-slots:")
 }
 
+/// The hash of how often each tenant's job found its slots full: tenant id → count.
+pub fn saturation_key(prefix: &str, queue: &str) -> String {
+    format!("{prefix}:{queue}:tenant-saturated")
+}
+
 fn unavailable(error: ::redis::RedisError) -> TenancyError {
     TenancyError::Unavailable(error.to_string())
 }
@@ -90,9 +100,11 @@ where
         let held: i64 = self
             .acquire
             .key(self.key(tenant))
+            .key(&self.saturated_key)
             .arg(token)
             .arg(self.limits.limit_for(tenant))
             .arg(self.lease_ms())
+            .arg(tenant.as_str())
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;

@@ -70,16 +70,6 @@ impl Drop for PrivateRedis {
     }
 }
 
-/// The base URL of a worker's admin server, from its start-up line.
-async fn admin_base(worker: &mut super::helpers::queue::WorkerProcess) -> String {
-    let line = worker.wait_for_log("Admin server on http://").await;
-    line.split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|address| format!("http://{address}"))
-        .expect("the admin address")
-}
-
 async fn get(url: &str) -> (u16, String) {
     let response = reqwest::get(url).await.expect("admin server answers");
     (response.status().as_u16(), response.text().await.expect("body"))
@@ -200,7 +190,7 @@ async fn a_paid_call_moves_tokens_and_cost_and_failures_open_the_providers_break
             ("WORKER_CONCURRENCY", "1"),
         ],
     );
-    let base = admin_base(&mut worker).await;
+    let base = worker.admin_base().await;
     let scrape = || async { get(&format!("{base}/metrics")).await.1 };
     let paid = [("provider", "openai"), ("model", "gpt-image-1")];
     let breaker = [("provider", "openai")];
@@ -285,7 +275,7 @@ async fn probes_and_metrics_follow_jobs_redis_and_shutdown() {
             ("QUEUE_DRAIN_DELAY_SECONDS", "1"),
         ],
     );
-    let base = admin_base(&mut worker).await;
+    let base = worker.admin_base().await;
 
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     let ready = readyz_becomes(&base, 200).await;
@@ -416,7 +406,7 @@ async fn probes_and_metrics_follow_jobs_redis_and_shutdown() {
     // Redis down: not ready, naming Redis (and not the database); back: ready again. A second
     // worker, since the first has stopped.
     let mut worker = setup.spawn_worker(&schema.url(), &[("REDIS_URL", redis.url().as_str())]);
-    let base = admin_base(&mut worker).await;
+    let base = worker.admin_base().await;
     readyz_becomes(&base, 200).await;
     redis.stop();
     let down = readyz_becomes(&base, 503).await;

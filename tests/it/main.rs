@@ -2,9 +2,11 @@
 
 mod admin;
 mod architecture;
+mod bull_board;
 mod cli;
 mod cluster;
 mod conformance;
+mod dashboard;
 mod download;
 mod helpers;
 mod migrations;

@@ -624,6 +624,71 @@ pub async fn an_unknown_id_reads_as_none(subject: &dyn DesignStoreUnderTest) {
     assert_eq!(subject.store().get(&design("d-unknown")).await.expect("get"), None);
 }
 
+pub async fn recent_rows_come_newest_first_by_status_in_pages(subject: &dyn DesignStoreUnderTest) {
+    let store = subject.store();
+    let owner = tenant("tenant-a");
+    subject.insert_pending(&design("d-4"), &owner).await;
+    // Completed in the order 2, 1, 3 (4 stays pending); each write a moment after the last so
+    // the SQL adapters' millisecond `updatedAt` tells them apart.
+    for id in ["d-2", "d-1", "d-3"] {
+        processing(subject, &design(id), &owner).await;
+        store
+            .mark_completed(&design(id), &owner, &completed(0, 0, json!({})))
+            .await
+            .expect("completed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let ids = |rows: Vec<DesignRow>| rows.into_iter().map(|row| row.id).collect::<Vec<_>>();
+    let first_page = store.recent(DesignStatus::Completed, 0, 2).await.expect("recent");
+    assert_eq!(ids(first_page), ["d-3", "d-1"]);
+    let second_page = store.recent(DesignStatus::Completed, 2, 2).await.expect("recent");
+    assert_eq!(ids(second_page.clone()), ["d-2"]);
+    assert_eq!(second_page[0].preview_url.as_deref(), Some("memory://blobs/p.png"));
+    let pending = store.recent(DesignStatus::Pending, 0, 10).await.expect("recent");
+    assert_eq!(ids(pending), ["d-4"]);
+}
+
+pub async fn cost_by_tenant_sums_the_period_most_expensive_first(subject: &dyn DesignStoreUnderTest) {
+    let store = subject.store();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for (id, owner, cents) in [
+        ("d-a1", "tenant-a", 3),
+        ("d-a2", "tenant-a", 4),
+        ("d-b1", "tenant-b", 9),
+    ] {
+        let owner = tenant(owner);
+        processing(subject, &design(id), &owner).await;
+        store
+            .mark_completed(&design(id), &owner, &completed(cents * 100, cents, json!({})))
+            .await
+            .expect("completed");
+    }
+    let costs = store.cost_by_tenant(before, 10).await.expect("costs");
+    let summary: Vec<(String, u64, i64, i64)> = costs
+        .into_iter()
+        .map(|cost| (cost.tenant_id, cost.designs, cost.cost_cents, cost.cost_tokens))
+        .collect();
+    assert_eq!(
+        summary,
+        [("tenant-b".to_owned(), 1, 9, 900), ("tenant-a".to_owned(), 2, 7, 700)]
+    );
+    assert_eq!(store.cost_by_tenant(before, 1).await.expect("costs").len(), 1);
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    assert!(store.cost_by_tenant(later, 10).await.expect("costs").is_empty());
+}
+
+pub async fn without_a_tenant_column_costs_have_no_tenants(subject: &dyn DesignStoreUnderTest) {
+    let owner = tenant("tenant-a");
+    processing(subject, &design("d-1"), &owner).await;
+    let store = subject.store();
+    store
+        .mark_completed(&design("d-1"), &owner, &completed(100, 1, json!({})))
+        .await
+        .expect("completed");
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    assert!(store.cost_by_tenant(since, 10).await.expect("costs").is_empty());
+}
+
 /// One test per suite function, mode and tenant column (`in "name"`; `tenantId` when not given,
 /// `""` for none) for an adapter module that defines
 /// `async fn open(MissingDesign, Option<TenantColumn>) -> impl DesignStoreUnderTest`; the
@@ -657,6 +722,9 @@ macro_rules! design_store_conformance {
                 => create_mode_writes_the_owner_to_the_tenant_column: Create in "organizationId",
             without_a_tenant_column_rows_are_matched_by_id_only: Reject in "",
             create_mode_without_a_tenant_column_creates_a_row_without_an_owner: Create in "",
+            recent_rows_come_newest_first_by_status_in_pages: Reject,
+            cost_by_tenant_sums_the_period_most_expensive_first: Reject,
+            without_a_tenant_column_costs_have_no_tenants: Reject in "",
         }
     };
     ($($test:ident $(=> $suite:ident)?: $mode:ident $(in $column:literal)?),* $(,)?) => {

@@ -244,4 +244,34 @@ mod redis {
     }
 
     tenant_limiter_conformance!(#[tokio::test]);
+
+    /// The dashboard's figure: each refusal counts once for its tenant, and only refusals.
+    #[tokio::test]
+    async fn refusals_are_counted_per_tenant_in_the_saturation_hash() {
+        use design_render::job::TenantId;
+        use redis::AsyncCommands;
+
+        let redis = open().await;
+        let tenant = TenantId::parse("tenant-sat").unwrap();
+        let limit = super::suite_limits().limit_for(&tenant);
+        for token in 0..limit {
+            assert!(
+                redis
+                    .limiter()
+                    .try_acquire(&tenant, &format!("job-{token}"))
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(!redis.limiter().try_acquire(&tenant, "job-over-1").await.unwrap());
+        assert!(!redis.limiter().try_acquire(&tenant, "job-over-2").await.unwrap());
+        let mut connection = redis::Client::open(REDIS_URL)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let key = design_render::tenancy::saturation_key(redis._keys.prefix(), "limiter");
+        let counted: Option<u64> = connection.hget(&key, "tenant-sat").await.unwrap();
+        assert_eq!(counted, Some(2));
+    }
 }

@@ -2,8 +2,10 @@
 //! RAII fixtures for the real services in [`pg`] (a schema per test) and [`redis`] (a key prefix
 //! per test). Each of those cleans up in `Drop`, so a failing test leaves nothing behind either.
 //! [`queue`] holds the fixtures of the process tests (a queue of one test, worker processes, a
-//! held asset server, published events) and [`node`] runs the Node BullMQ fixture scripts.
+//! held asset server, published events) and [`node`] runs the Node BullMQ fixture scripts;
+//! [`chromium`] provides the headless browser those scripts drive.
 
+pub mod chromium;
 pub mod cloudinary;
 pub mod node;
 pub mod pg;

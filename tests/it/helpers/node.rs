@@ -18,7 +18,7 @@ fn ensure_node_modules() -> PathBuf {
             let lock = std::fs::File::create(std::env::temp_dir().join("design-render-npm-ci.lock")).unwrap();
             lock.lock().expect("npm lock");
             // The newest package of the fixture: a node_modules without it is out of date.
-            if !dir.join("node_modules/bullmq-otel/package.json").exists() {
+            if !dir.join("node_modules/playwright-core/package.json").exists() {
                 let status = Command::new("npm")
                     .args(["ci", "--no-audit", "--no-fund"])
                     .current_dir(&dir)

@@ -131,6 +131,16 @@ impl WorkerProcess {
         Self { child, lines }
     }
 
+    /// The base URL of the worker's admin server, from its start-up line.
+    pub async fn admin_base(&mut self) -> String {
+        let line = self.wait_for_log("Admin server on http://").await;
+        line.split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|address| format!("http://{address}"))
+            .expect("the admin address")
+    }
+
     /// Waits for a log line containing `needle` (lines before it are consumed).
     pub async fn wait_for_log(&mut self, needle: &str) -> String {
         tokio::time::timeout(DEADLINE, async {

@@ -82,6 +82,7 @@ impl TestWorker {
             events: events.clone(),
             cancellation: Default::default(),
             names: SpanNames::new("design-render", "test-host:1"),
+            in_flight: Default::default(),
         };
         Self {
             worker,

@@ -4,6 +4,10 @@
 //                                  designPrefix, tenants}>'
 //     adds `count` jobs with addBulk, waits for all completions through QueueEvents and prints
 //     {"jobs": n, "failed": f, "seconds": s, "jobsPerSecond": r}.
+//   node bench.mjs fill '<json {queue, prefix, completed, failed, waiting}>'
+//     fills a queue for the dashboard benchmark: `completed` jobs that a Node worker completes
+//     and `failed` ones it fails with an error code, then `waiting` jobs left waiting in the
+//     paused queue; prints the job counts.
 //   node bench.mjs sink '<json {port}>'
 //     an OTLP/HTTP collector stand-in for the traced worker: answers every export with 200 and,
 //     on SIGTERM, prints {"requests": n, "bytes": b}.
@@ -43,6 +47,49 @@ if (mode === 'produce') {
   const seconds = (performance.now() - started) / 1000;
   console.log(JSON.stringify({ jobs: spec.count, failed, seconds, jobsPerSecond: spec.count / seconds }));
   await events.close();
+  await queue.close();
+} else if (mode === 'fill') {
+  const { Worker } = await import('bullmq');
+  const queue = new Queue(spec.queue, { connection, prefix: spec.prefix });
+  const job = (i) => ({
+    name: 'render',
+    data: {
+      designId: `bench-d-${i}`,
+      prompt: 'bench',
+      baseTextureUrl: 'http://127.0.0.1:9/base.png',
+      tenantId: `bench-${i % 100}`,
+    },
+    opts: { attempts: 1 },
+  });
+  const addRange = async (from, to) => {
+    for (let start = from; start < to; start += 1000) {
+      const end = Math.min(start + 1000, to);
+      await queue.addBulk(Array.from({ length: end - start }, (_, k) => job(start + k)));
+    }
+  };
+  const finished = spec.completed + spec.failed;
+  await addRange(0, finished);
+  let seen = 0;
+  let finish;
+  const all = new Promise((resolve) => { finish = resolve; });
+  const codes = ['provider_unavailable', 'asset_not_found', 'design_not_found'];
+  const worker = new Worker(
+    spec.queue,
+    async (j) => {
+      const i = Number(j.data.designId.slice('bench-d-'.length));
+      if (i % finished < spec.failed) throw new Error(`bench failure [${codes[i % codes.length]}]`);
+      return { designId: j.data.designId, status: 'COMPLETED' };
+    },
+    { connection, prefix: spec.prefix, concurrency: 200 },
+  );
+  const count = () => { seen += 1; if (seen >= finished) finish(); };
+  worker.on('completed', count);
+  worker.on('failed', count);
+  if (finished > 0) await all;
+  await worker.close();
+  await queue.pause();
+  await addRange(finished, finished + spec.waiting);
+  console.log(JSON.stringify(await queue.getJobCounts()));
   await queue.close();
 } else if (mode === 'sink') {
   const http = await import('node:http');

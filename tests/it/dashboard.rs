@@ -223,3 +223,92 @@ async fn the_token_opens_the_dashboard_read_only_hides_actions_and_without_a_tok
     let (status, _) = get(&format!("{base}/dashboard"), &[("authorization", &bearer)]).await;
     assert_eq!(status, 404, "no DASHBOARD_TOKEN, no dashboard");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_all_of_a_code_moves_exactly_those_jobs_back_and_they_complete() {
+    super::helpers::init();
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("dashboard-codes");
+    let assets = example_assets().await;
+    let mut worker = setup.spawn_worker(&schema.url(), &[("DASHBOARD_TOKEN", TOKEN)]);
+    let base = worker.admin_base().await;
+    let bearer = format!("Bearer {TOKEN}");
+    let queue = Queue::with_options(&setup.queue, setup.queue_options())
+        .await
+        .expect("queue");
+
+    // Two jobs whose rows do not exist yet (design_not_found) and one with a refused base URL
+    // (a link-local address: asset_refused).
+    let missing: Vec<String> = (0..2).map(|i| unique(&format!("dash-late-{i}"))).collect();
+    for design in &missing {
+        queue
+            .add(
+                "render",
+                payload(design, "tenant-c", &format!("{}/brick.png", assets.uri())),
+            )
+            .options(JobOptions::new().attempts(1))
+            .await
+            .expect("job added");
+    }
+    let refused = unique("dash-refused");
+    schema.insert_design(&refused, "tenant-c").await;
+    queue
+        .add(
+            "render",
+            payload(&refused, "tenant-c", "http://169.254.169.254/latest.png"),
+        )
+        .options(JobOptions::new().attempts(1))
+        .await
+        .expect("job added");
+    await_finished(&setup, 0, 3).await;
+    // The backend creates the missing rows late; a retry of that code can now succeed.
+    for design in &missing {
+        schema.insert_design(design, "tenant-c").await;
+    }
+
+    let (status, page) = get(&format!("{base}/dashboard/failed"), &[("authorization", &bearer)]).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("<tr data-code=\"design_not_found\"><td>design_not_found</td><td class=\"n\">2</td>"),
+        "{page}"
+    );
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token in the page")
+        .to_owned();
+    let events = setup.events().await;
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{base}/dashboard/failed/retry-code"))
+        .header("authorization", &bearer)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("code=design_not_found&csrf={csrf}"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(answer.status().as_u16(), 303);
+    tokio::time::timeout(DEADLINE, async {
+        let mut completed = 0;
+        while completed < 2 {
+            if let Some(QueueEvent::Completed { .. }) = events.next_event().await.map(|entry| entry.event) {
+                completed += 1;
+            }
+        }
+    })
+    .await
+    .expect("both retried jobs complete");
+    for design in &missing {
+        assert_eq!(
+            schema.design(design).await.status,
+            design_render::store::DesignStatus::Completed
+        );
+    }
+    // The other code stayed failed.
+    let (_, page) = get(&format!("{base}/dashboard/failed"), &[("authorization", &bearer)]).await;
+    assert!(page.contains(&refused) && page.contains("<h2>1 failed"), "{page}");
+    queue.close().await;
+}

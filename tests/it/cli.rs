@@ -389,3 +389,86 @@ fn job_file_problems_are_named_precisely() {
         assert!(stderr.contains(message), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_batch_renders_every_good_line_and_names_the_bad_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("base.png");
+    std::fs::write(&base, super::helpers::gradient_png(64, 64)).unwrap();
+    let mut lines = Vec::new();
+    for number in 1..=20 {
+        let line = match number {
+            5 => "{not json".to_owned(),
+            12 => serde_json::json!({
+                "designId": "batch-12", "prompt": "x", "tenantId": "tenant-b",
+                "baseTextureUrl": base.to_str().unwrap(), "renderOptions": {"size": "9x9"}
+            })
+            .to_string(),
+            _ => serde_json::json!({
+                "designId": format!("batch-{number}"), "prompt": "moss", "tenantId": "tenant-b",
+                "baseTextureUrl": base.to_str().unwrap(), "renderOptions": {"size": "64x64"}
+            })
+            .to_string(),
+        };
+        lines.push(line);
+        if number == 10 {
+            lines.push(String::new()); // blank lines are skipped but keep the numbering
+        }
+    }
+    let batch = dir.path().join("jobs.jsonl");
+    std::fs::write(&batch, lines.join("\n")).unwrap();
+
+    let output = render(
+        dir.path(),
+        &["--batch", batch.to_str().unwrap(), "--parallel", "4", "--json"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(results.len(), 20);
+    let mut failed: Vec<(u64, String)> = results
+        .iter()
+        .filter(|result| result["status"] == "FAILED")
+        .map(|result| {
+            (
+                result["line"].as_u64().unwrap(),
+                result["error"]["code"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    failed.sort();
+    // Line 12 of the input is the 13th line of the file (the blank line after line 10).
+    assert_eq!(
+        failed,
+        [(5, "invalid_payload".to_owned()), (13, "invalid_payload".to_owned())]
+    );
+    let size_error = results.iter().find(|result| result["line"] == 13).unwrap();
+    assert!(
+        size_error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("renderOptions.size"),
+        "{size_error}"
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("18 of 20 rendered, 2 failed"), "{stderr}");
+    assert!(stderr.contains("failed lines: 5, 13"), "{stderr}");
+
+    let store = SqliteDesignStore::open(&dir.path().join("renders.db"), MissingDesign::Reject)
+        .await
+        .expect("the batch's database");
+    let rows = store.recent(DesignStatus::Completed, 0, 100).await.unwrap();
+    assert_eq!(rows.len(), 18);
+    for result in results.iter().filter(|result| result["status"] == "COMPLETED") {
+        let id = DesignId::parse(result["result"]["designId"].as_str().unwrap()).unwrap();
+        assert_eq!(store.get(&id).await.unwrap().unwrap().status, DesignStatus::Completed);
+    }
+}

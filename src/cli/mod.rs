@@ -7,6 +7,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+mod batch;
 use tracing::Instrument;
 
 use crate::app::{self, Mode};
@@ -89,14 +91,20 @@ pub struct RenderArgs {
     /// A job file in the queue's JSON payload format (instead of the flags below).
     #[arg(long, conflicts_with_all = ["base", "mask", "prompt", "design_id", "tenant_id", "size", "fit", "quality", "normal_map", "roughness_map"])]
     pub job: Option<PathBuf>,
+    /// A JSON Lines file of job payloads, one render per line (instead of the flags below).
+    #[arg(long, conflicts_with_all = ["job", "base", "mask", "prompt", "design_id", "tenant_id", "size", "fit", "quality", "normal_map", "roughness_map"])]
+    pub batch: Option<PathBuf>,
+    /// With `--batch`: how many renders run at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), requires = "batch")]
+    pub parallel: u16,
     /// Base texture: a local path, a file:// URL or an http(s) URL.
-    #[arg(long, required_unless_present = "job")]
+    #[arg(long, required_unless_present_any = ["job", "batch"])]
     pub base: Option<String>,
     /// Mask (white = regenerate, black = keep); without it the whole image may change.
     #[arg(long)]
     pub mask: Option<String>,
     /// What to render into the masked area.
-    #[arg(long, required_unless_present = "job")]
+    #[arg(long, required_unless_present_any = ["job", "batch"])]
     pub prompt: Option<String>,
     /// Design id (default: `local-<timestamp>`).
     #[arg(long)]
@@ -120,7 +128,8 @@ pub struct RenderArgs {
     /// Also produce a roughness map.
     #[arg(long)]
     pub roughness_map: bool,
-    /// Print exactly one JSON object on stdout instead of the human summary.
+    /// Print exactly one JSON object on stdout instead of the human summary (with `--batch`,
+    /// one per line of the batch, as each finishes).
     #[arg(long)]
     pub json: bool,
 }
@@ -195,6 +204,9 @@ fn eval_fill(args: &EvalFillArgs) -> Outcome {
 }
 
 async fn render(args: RenderArgs, config: Config) -> Outcome {
+    if let Some(path) = args.batch {
+        return batch::render_batch(&path, usize::from(args.parallel), args.json, &config).await;
+    }
     let json = args.json;
     let request = match request_from_args(args) {
         Ok(request) => request,

@@ -200,3 +200,69 @@ impl Bar {
         }
     }
 }
+
+/// `enqueue --batch`: validates every line first, adds the good ones with BullMQ's bulk add
+/// (in chunks) and prints their ids, one per line in file order; bad lines are named on stderr
+/// and make the exit code 1.
+pub(super) async fn enqueue_batch(path: &Path, args: &super::EnqueueArgs, config: &Config) -> Outcome {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) => {
+            return fail(
+                &format!("cannot read batch file {}: {error}", path.display()),
+                Outcome::Failed,
+            );
+        }
+    };
+    let mut payloads = Vec::new();
+    let mut bad = Vec::new();
+    for (index, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
+        let number = index + 1;
+        match RenderRequest::from_json(line.as_bytes()) {
+            Ok(request) if super::uses_local_files(&request) => {
+                bad.push((
+                    number,
+                    "queued jobs cannot use local files: give http(s) URLs".to_owned(),
+                ));
+            }
+            Ok(request) => payloads.push(request.to_payload()),
+            Err(error) => bad.push((number, error.to_string())),
+        }
+    }
+    for (number, problem) in &bad {
+        let _ = writeln!(
+            std::io::stderr(),
+            "line {number}: {}",
+            problem.replace(['\n', '\r'], " ")
+        );
+    }
+    if payloads.is_empty() && bad.is_empty() {
+        return fail(&format!("batch file {} holds no job", path.display()), Outcome::Failed);
+    }
+    if !payloads.is_empty() {
+        match crate::queue::enqueue_bulk(&config.queue, &config.redis, &payloads, args.attempts, args.backoff_ms).await
+        {
+            Ok(ids) => {
+                let mut stdout = std::io::stdout().lock();
+                for id in ids {
+                    let _ = writeln!(stdout, "{id}");
+                }
+            }
+            Err(error) => {
+                return fail(
+                    &crate::failure::with_code(&error, error.code()),
+                    super::outcome_of(error.disposition()),
+                );
+            }
+        }
+    }
+    if bad.is_empty() {
+        Outcome::Success
+    } else {
+        let numbers: Vec<String> = bad.iter().map(|(number, _)| number.to_string()).collect();
+        fail(
+            &format!("{} jobs added; failed lines: {}", payloads.len(), numbers.join(", ")),
+            Outcome::Failed,
+        )
+    }
+}

@@ -30,11 +30,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Render one design now, without any queue (local files or http(s) URLs).
-    Render(RenderArgs),
+    /// Render one design now (or a batch of them), without any queue (local files or http(s) URLs).
+    Render(RenderCommandArgs),
     /// Consume render jobs from the BullMQ queue until SIGTERM/SIGINT.
     Worker,
-    /// Add one render job to the BullMQ queue and print its id.
+    /// Add one render job (or a batch of them) to the BullMQ queue and print the ids.
     Enqueue(EnqueueArgs),
     /// Operate on the configured asset storage.
     #[command(subcommand)]
@@ -94,9 +94,6 @@ pub struct RenderArgs {
     /// A JSON Lines file of job payloads, one render per line (instead of the flags below).
     #[arg(long, conflicts_with_all = ["job", "base", "mask", "prompt", "design_id", "tenant_id", "size", "fit", "quality", "normal_map", "roughness_map"])]
     pub batch: Option<PathBuf>,
-    /// With `--batch`: how many renders run at once.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), requires = "batch")]
-    pub parallel: u16,
     /// Base texture: a local path, a file:// URL or an http(s) URL.
     #[arg(long, required_unless_present_any = ["job", "batch"])]
     pub base: Option<String>,
@@ -135,6 +132,15 @@ pub struct RenderArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RenderCommandArgs {
+    #[command(flatten)]
+    pub render: RenderArgs,
+    /// With `--batch`: how many renders run at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), requires = "batch")]
+    pub parallel: u16,
+}
+
+#[derive(Debug, Args)]
 pub struct EnqueueArgs {
     #[command(flatten)]
     pub render: RenderArgs,
@@ -145,7 +151,7 @@ pub struct EnqueueArgs {
     #[arg(long, default_value_t = 5000)]
     pub backoff_ms: u64,
     /// A custom job id (BullMQ rules: not an integer, no `:`); re-adding an id adds nothing.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "batch")]
     pub job_id: Option<String>,
 }
 
@@ -203,9 +209,10 @@ fn eval_fill(args: &EvalFillArgs) -> Outcome {
     }
 }
 
-async fn render(args: RenderArgs, config: Config) -> Outcome {
+async fn render(command: RenderCommandArgs, config: Config) -> Outcome {
+    let args = command.render;
     if let Some(path) = args.batch {
-        return batch::render_batch(&path, usize::from(args.parallel), args.json, &config).await;
+        return batch::render_batch(&path, usize::from(command.parallel), args.json, &config).await;
     }
     let json = args.json;
     let request = match request_from_args(args) {
@@ -554,12 +561,14 @@ async fn webhooks(command: WebhooksCommand, config: Config) -> Outcome {
 }
 
 async fn enqueue(args: EnqueueArgs, config: Config) -> Outcome {
+    if let Some(path) = &args.render.batch {
+        return batch::enqueue_batch(path, &args, &config).await;
+    }
     let request = match request_from_args(args.render) {
         Ok(request) => request,
         Err(message) => return fail(&message, Outcome::Failed),
     };
-    let local = |asset: &crate::job::AssetRef| matches!(asset, crate::job::AssetRef::Local { .. });
-    if local(&request.base_texture) || request.mask.as_ref().is_some_and(local) {
+    if uses_local_files(&request) {
         return fail(
             "queued jobs cannot use local files: give http(s) URLs for --base and --mask",
             Outcome::Failed,
@@ -578,6 +587,12 @@ async fn enqueue(args: EnqueueArgs, config: Config) -> Outcome {
         }
         Err(error) => fail(&with_code(&error, error.code()), outcome_of(error.disposition())),
     }
+}
+
+/// Whether a request reads local files, which a queued job may not (workers run elsewhere).
+fn uses_local_files(request: &RenderRequest) -> bool {
+    let local = |asset: &crate::job::AssetRef| matches!(asset, crate::job::AssetRef::Local { .. });
+    local(&request.base_texture) || request.mask.as_ref().is_some_and(local)
 }
 
 fn request_from_args(args: RenderArgs) -> Result<RenderRequest, String> {

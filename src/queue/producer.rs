@@ -22,6 +22,49 @@ pub struct Submission {
     pub job_id: Option<String>,
 }
 
+/// How many jobs one `addBulk` call carries (one MULTI each on the Redis side).
+const BULK_CHUNK: usize = 500;
+
+/// Adds many jobs with BullMQ's bulk add, in chunks, and returns their ids in order. Payloads
+/// must have been validated; every job gets `attempts` and `backoff_ms` as in [`enqueue`].
+pub async fn enqueue_bulk(
+    queue: &QueueConfig,
+    redis: &RedisConfig,
+    payloads: &[JobPayload],
+    attempts: u32,
+    backoff_ms: u64,
+) -> Result<Vec<String>, QueueError> {
+    let producer = Queue::with_options(
+        &queue.name,
+        QueueOptions::new()
+            .connection(connection_options(redis, 1))
+            .prefix(queue.prefix.clone()),
+    )
+    .await?;
+    let options = || {
+        let options = JobOptions::new().attempts(attempts.max(1));
+        if backoff_ms > 0 {
+            options.backoff(BackoffStrategy::Exponential(backoff_ms))
+        } else {
+            options
+        }
+    };
+    let result = async {
+        let mut ids = Vec::with_capacity(payloads.len());
+        for chunk in payloads.chunks(BULK_CHUNK) {
+            let jobs = chunk
+                .iter()
+                .map(|payload| bullmq::BulkJob::with_options(JOB_NAME, payload, options()))
+                .collect();
+            ids.extend(producer.add_bulk(jobs).await?.iter().map(|job| job.id().to_owned()));
+        }
+        Ok::<_, QueueError>(ids)
+    }
+    .await;
+    producer.close().await;
+    result
+}
+
 /// Adds one job, exactly as Node's `Queue.add('render', payload, {attempts, backoff, jobId})`
 /// would, and returns its id. The payload is validated first so nothing invalid is queued.
 pub async fn enqueue(queue: &QueueConfig, redis: &RedisConfig, submission: Submission) -> Result<String, QueueError> {

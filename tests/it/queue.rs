@@ -757,3 +757,60 @@ async fn a_providers_retry_after_delays_the_next_attempt_at_least_that_long_and_
     assert_eq!(row.status, DesignStatus::Completed);
     assert_eq!(row.cost_tokens, 4270, "only the call that succeeded was paid");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_batch_adds_the_good_lines_in_order_and_names_the_bad_ones() {
+    let setup = QueueSetup::new("enqueue-batch");
+    let designs: Vec<String> = (0..3).map(|i| unique(&format!("enqb-{i}"))).collect();
+    let line = |design: &str, base: &str| {
+        json!({"designId": design, "prompt": "oak", "tenantId": "tenant-e", "baseTextureUrl": base}).to_string()
+    };
+    let lines = [
+        line(&designs[0], "https://assets.example.com/a.png"),
+        "{\"designId\": 7}".to_owned(),
+        line(&designs[1], "/home/me/local.png"),
+        String::new(),
+        line(&designs[2], "https://assets.example.com/c.png"),
+    ];
+    let batch = setup.dir.path().join("jobs.jsonl");
+    std::fs::write(&batch, lines.join("\n")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_design-render"))
+        .args(["enqueue", "--batch", batch.to_str().unwrap(), "--attempts", "2"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("REDIS_URL", REDIS_URL)
+        .env("QUEUE_NAME", &setup.queue)
+        .env("BULLMQ_PREFIX", &setup.prefix)
+        .current_dir(setup.dir.path())
+        .output()
+        .expect("enqueue runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 2: invalid job payload"), "{stderr}");
+    assert!(
+        stderr.contains("line 3: queued jobs cannot use local files"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 jobs added; failed lines: 2, 3"), "{stderr}");
+    let ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 2);
+
+    let received = node(
+        "consume.mjs",
+        json!({"queue": setup.queue, "prefix": setup.prefix, "count": 2, "timeoutMs": DEADLINE.as_millis() as u64}),
+    )
+    .await;
+    let received = received.as_array().expect("jobs");
+    let by_id = |id: &str| {
+        received
+            .iter()
+            .find(|job| job["id"] == id)
+            .expect("the job reached Node")
+    };
+    assert_eq!(by_id(&ids[0])["data"]["designId"], designs[0].as_str());
+    assert_eq!(by_id(&ids[1])["data"]["designId"], designs[2].as_str());
+    assert_eq!(by_id(&ids[0])["attempts"], 2);
+}

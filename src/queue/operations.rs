@@ -2,6 +2,7 @@
 //! set read through the crate, retries through its scripts, tenant slots from the lease sets,
 //! and the workers' heartbeats in one hash (`<prefix>:<queue>:workers-heartbeat`, worker name →
 //! JSON), which each worker rewrites every few seconds and prunes of workers silent for an hour.
+//! Every read is bounded: a page of jobs, the newest 1000 failed, the 100 most saturated tenants.
 
 use std::collections::BTreeMap;
 
@@ -205,12 +206,13 @@ impl Operations for QueueOperations {
 
     async fn tenant_slots(&self, tenants: &[String]) -> Result<Vec<TenantSlots>, String> {
         let mut connection = self.connection.clone();
-        // The most frequently saturated tenants, whether or not they have designs this month.
-        let saturated: BTreeMap<String, u64> = connection.hgetall(&self.saturation_key).await.map_err(message)?;
+        // The 100 most often saturated tenants join the ones asked for.
+        let top: Vec<(String, f64)> = connection
+            .zrevrange_withscores(&self.saturation_key, 0, 99)
+            .await
+            .map_err(message)?;
         let mut names: Vec<&str> = tenants.iter().map(String::as_str).collect();
-        let mut by_count: Vec<(&String, &u64)> = saturated.iter().collect();
-        by_count.sort_by(|a, b| b.1.cmp(a.1));
-        for (name, _) in by_count.into_iter().take(100) {
+        for (name, _) in &top {
             if !names.contains(&name.as_str()) {
                 names.push(name);
             }
@@ -225,15 +227,16 @@ impl Operations for QueueOperations {
                 .arg(format!("{}{name}", self.lease_prefix))
                 .arg(now)
                 .arg("+inf");
+            pipe.cmd("ZSCORE").arg(&self.saturation_key).arg(*name);
         }
-        let active: Vec<u64> = pipe.query_async(&mut connection).await.map_err(message)?;
+        let answers: Vec<(u64, Option<f64>)> = pipe.query_async(&mut connection).await.map_err(message)?;
         Ok(names
             .iter()
-            .zip(active)
-            .map(|(name, active)| TenantSlots {
+            .zip(answers)
+            .map(|(name, (active, saturated))| TenantSlots {
                 tenant_id: (*name).to_owned(),
                 active,
-                saturated: saturated.get(*name).copied().unwrap_or(0),
+                saturated: saturated.map_or(0, |count| count as u64),
             })
             .collect())
     }

@@ -11,8 +11,8 @@ use super::{TenancyError, TenantLimiter, TenantLimits};
 use crate::job::TenantId;
 
 /// Removes expired leases, then adds (or refreshes) the token if there is room; when there is
-/// none, counts the refusal for the tenant in the saturation hash (the dashboard's figure).
-/// `KEYS[1]` = lease set, `KEYS[2]` = saturation hash; ARGV = token, limit, lease ms, tenant.
+/// none, counts the refusal for the tenant in the saturation set (the dashboard's figure).
+/// `KEYS[1]` = lease set, `KEYS[2]` = saturation sorted set; ARGV = token, limit, lease ms, tenant.
 /// Returns 1 when the slot is held.
 const ACQUIRE: &str = r"
 local now = redis.call('TIME')
@@ -24,7 +24,7 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonu
   redis.call('PEXPIRE', KEYS[1], lease * 2)
   return 1
 end
-redis.call('HINCRBY', KEYS[2], ARGV[4], 1)
+redis.call('ZINCRBY', KEYS[2], 1, ARGV[4])
 return 0
 ";
 
@@ -81,7 +81,8 @@ pub fn lease_key_prefix(prefix: &str, queue: &str) -> String {
     format!("{prefix}:{queue}:tenant-slots:")
 }
 
-/// The hash of how often each tenant's job found its slots full: tenant id → count.
+/// The sorted set of how often each tenant's job found its slots full: tenant id scored by the
+/// count, so the most saturated tenants are read without reading them all.
 pub fn saturation_key(prefix: &str, queue: &str) -> String {
     format!("{prefix}:{queue}:tenant-saturated")
 }

@@ -247,7 +247,7 @@ mod redis {
 
     /// The dashboard's figure: each refusal counts once for its tenant, and only refusals.
     #[tokio::test]
-    async fn refusals_are_counted_per_tenant_in_the_saturation_hash() {
+    async fn refusals_are_counted_per_tenant_in_the_saturation_set() {
         use design_render::job::TenantId;
         use redis::AsyncCommands;
 
@@ -271,7 +271,7 @@ mod redis {
             .await
             .unwrap();
         let key = design_render::tenancy::saturation_key(redis._keys.prefix(), "limiter");
-        let counted: Option<u64> = connection.hget(&key, "tenant-sat").await.unwrap();
-        assert_eq!(counted, Some(2));
+        let counted: Option<f64> = connection.zscore(&key, "tenant-sat").await.unwrap();
+        assert_eq!(counted, Some(2.0));
     }
 }

@@ -129,14 +129,12 @@ fn refusal(dashboard: &Dashboard, headers: &HeaderMap, form: &HashMap<String, St
     None
 }
 
-fn context<'a>(dashboard: &'a Dashboard, caller: &Caller, current: &'static str) -> views::Context<'a> {
+fn context(dashboard: &Dashboard, caller: &Caller, current: &'static str) -> views::Context {
     views::Context {
         current,
-        csrf: (!dashboard.read_only).then(|| dashboard.access.csrf(caller)),
-        logout_csrf: dashboard.access.csrf(caller),
+        csrf: dashboard.access.csrf(caller),
         read_only: dashboard.read_only,
         session: matches!(caller, Caller::Session(_)),
-        _dashboard: std::marker::PhantomData,
     }
 }
 

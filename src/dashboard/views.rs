@@ -9,17 +9,21 @@ use crate::store::{DesignRow, TenantCost};
 use crate::tenancy::TenantLimits;
 
 /// What every page's frame needs.
-pub struct Context<'a> {
+pub struct Context {
     /// The navigation entry to highlight.
     pub current: &'static str,
-    /// The CSRF token for action forms; `None` when read-only (no action is shown).
-    pub csrf: Option<String>,
-    /// The CSRF token of the logout form (shown to session callers, even read-only).
-    pub logout_csrf: String,
+    /// The caller's CSRF token, carried by every form (logout too, even read-only).
+    pub csrf: String,
     pub read_only: bool,
     /// Whether the caller has a session (so there is something to log out of).
     pub session: bool,
-    pub _dashboard: std::marker::PhantomData<&'a ()>,
+}
+
+impl Context {
+    /// The CSRF token for action forms; `None` when read-only (no action is shown).
+    fn actions(&self) -> Option<&str> {
+        (!self.read_only).then_some(self.csrf.as_str())
+    }
 }
 
 /// p50/p95 job duration over the newest completed rows.
@@ -69,7 +73,7 @@ figcaption{font-size:12px;color:#4b5563}.pair{display:flex;gap:6px}.error{color:
 .open{color:#b91c1c;font-weight:600}.half_open{color:#b45309}button{cursor:pointer}.outputs img{max-width:300px;background:#e5e7eb}\
 .login{max-width:340px;margin:80px auto;background:#fff;padding:24px;border:1px solid #e5e7eb}";
 
-fn frame(ctx: Option<&Context<'_>>, title: &str, refresh: bool, body: &str) -> String {
+fn frame(ctx: Option<&Context>, title: &str, refresh: bool, body: &str) -> String {
     let mut html = String::with_capacity(body.len() + 2048);
     let _ = write!(
         html,
@@ -102,7 +106,7 @@ fn frame(ctx: Option<&Context<'_>>, title: &str, refresh: bool, body: &str) -> S
                 html,
                 "<form method=\"post\" action=\"/dashboard/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
                  <button type=\"submit\">Log out</button></form>",
-                escape(&ctx.logout_csrf)
+                escape(&ctx.csrf)
             );
         }
         html.push_str("</header>");
@@ -200,7 +204,7 @@ fn milliseconds(value: Option<f64>) -> String {
 }
 
 pub fn overview(
-    ctx: &Context<'_>,
+    ctx: &Context,
     queues: Result<Vec<QueueSummary>, String>,
     codes: Result<Vec<(String, u64)>, String>,
     rows_error: Option<String>,
@@ -255,7 +259,7 @@ pub fn overview(
     frame(Some(ctx), "Overview", true, &body)
 }
 
-fn codes_table(ctx: &Context<'_>, codes: &Result<Vec<(String, u64)>, String>) -> String {
+fn codes_table(ctx: &Context, codes: &Result<Vec<(String, u64)>, String>) -> String {
     let codes = match codes {
         Ok(codes) if codes.is_empty() => return "<p>No failed jobs.</p>".into(),
         Ok(codes) => codes,
@@ -264,7 +268,7 @@ fn codes_table(ctx: &Context<'_>, codes: &Result<Vec<(String, u64)>, String>) ->
     let mut html = format!(
         "<table id=\"codes\"><tr><th>code</th><th>jobs (newest {})</th>{}</tr>",
         super::FAILED_SCAN,
-        if ctx.csrf.is_some() { "<th></th>" } else { "" }
+        if ctx.actions().is_some() { "<th></th>" } else { "" }
     );
     for (code, count) in codes {
         let _ = write!(
@@ -272,7 +276,7 @@ fn codes_table(ctx: &Context<'_>, codes: &Result<Vec<(String, u64)>, String>) ->
             "<tr data-code=\"{0}\"><td>{0}</td><td class=\"n\">{count}</td>",
             escape(code)
         );
-        if let Some(csrf) = &ctx.csrf {
+        if let Some(csrf) = ctx.actions() {
             let _ = write!(
                 html,
                 "<td><form class=\"retry-code\" method=\"post\" action=\"/dashboard/failed/retry-code\">\
@@ -313,7 +317,7 @@ fn metadata_f64(row: &DesignRow, pointer: &str) -> Option<f64> {
     row.metadata.as_ref()?.pointer(pointer)?.as_f64()
 }
 
-pub fn renders(ctx: &Context<'_>, rows: Result<Vec<DesignRow>, String>, page: usize, page_size: usize) -> String {
+pub fn renders(ctx: &Context, rows: Result<Vec<DesignRow>, String>, page: usize, page_size: usize) -> String {
     let mut body = String::from("<h1>Recent renders</h1>");
     match rows {
         Ok(rows) if rows.is_empty() && page == 1 => body.push_str("<p>No completed design yet.</p>"),
@@ -342,7 +346,7 @@ pub fn renders(ctx: &Context<'_>, rows: Result<Vec<DesignRow>, String>, page: us
     frame(Some(ctx), "Recent renders", false, &body)
 }
 
-pub fn render_detail(ctx: &Context<'_>, row: &DesignRow) -> String {
+pub fn render_detail(ctx: &Context, row: &DesignRow) -> String {
     let id = encode(&row.id);
     let mut body = format!(
         "<h1>Design {}</h1><p>status {} · tenant {} · provider {} · {} · {} tokens</p><div class=\"outputs\">",
@@ -416,7 +420,7 @@ fn when(ms: Option<u64>) -> String {
 }
 
 pub fn failed(
-    ctx: &Context<'_>,
+    ctx: &Context,
     jobs: Result<FailedPage, String>,
     codes: Result<Vec<(String, u64)>, String>,
     page: usize,
@@ -430,7 +434,7 @@ pub fn failed(
             body.push_str(
                 "<table id=\"failed\"><tr><th>job</th><th>design</th><th>tenant</th><th>code</th><th>attempts</th><th>failed at</th><th>reason</th>",
             );
-            if ctx.csrf.is_some() {
+            if ctx.actions().is_some() {
                 body.push_str("<th></th>");
             }
             body.push_str("</tr>");
@@ -448,7 +452,7 @@ pub fn failed(
                     when(job.failed_at_ms),
                     escape(&job.reason)
                 );
-                if let Some(csrf) = &ctx.csrf {
+                if let Some(csrf) = ctx.actions() {
                     let _ = write!(
                         body,
                         "<td><form class=\"retry\" method=\"post\" action=\"/dashboard/failed/{}/retry\">\
@@ -467,7 +471,7 @@ pub fn failed(
     frame(Some(ctx), "Failed", true, &body)
 }
 
-pub fn tenants(ctx: &Context<'_>, data: TenantData<'_>) -> String {
+pub fn tenants(ctx: &Context, data: TenantData<'_>) -> String {
     let mut body = String::from("<h1>Tenants</h1>");
     let (slots, today, month) = match (&data.slots, &data.today, &data.month) {
         (Ok(slots), Ok(today), Ok(month)) => (slots, today, month),
@@ -508,7 +512,7 @@ pub fn tenants(ctx: &Context<'_>, data: TenantData<'_>) -> String {
     frame(Some(ctx), "Tenants", true, &body)
 }
 
-pub fn workers(ctx: &Context<'_>, workers: Result<Vec<Heartbeat>, String>, now_ms: u64) -> String {
+pub fn workers(ctx: &Context, workers: Result<Vec<Heartbeat>, String>, now_ms: u64) -> String {
     let mut body = String::from("<h1>Providers and workers</h1>");
     let workers = match workers {
         Ok(workers) if workers.is_empty() => {

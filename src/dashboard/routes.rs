@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use chrono::Datelike as _;
 
 use super::auth::{COOKIE, Caller, SESSION_SECONDS};
 use super::images::{PLACEHOLDER_SVG, Picture};
@@ -435,5 +436,3 @@ async fn image(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=300"));
     response
 }
-
-use chrono::Datelike as _;

@@ -17,26 +17,16 @@ use crate::failure::{JobError, settle};
 use crate::job::RenderRequest;
 use crate::pipeline::{Pipeline, RenderOutput, Silent};
 
-/// What became of one line.
-type LineResult = Result<RenderOutput, LineFailure>;
-
-struct LineFailure {
-    code: String,
-    message: String,
-}
-
-pub(super) async fn render_batch(path: &Path, parallel: usize, json: bool, config: &Config) -> Outcome {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) => {
-            return fail(
-                &format!("cannot read batch file {}: {error}", path.display()),
-                Outcome::Failed,
-            );
-        }
-    };
-    // Lines are numbered as an editor numbers them; blank lines are skipped.
-    let lines: Vec<(usize, Result<RenderRequest, String>)> = text
+/// The batch file's jobs, each with its line number as an editor counts lines (blank lines
+/// skipped), or the outcome of a file that cannot be read.
+fn read_lines(path: &Path) -> Result<Vec<NumberedLine>, Outcome> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        fail(
+            &format!("cannot read batch file {}: {error}", path.display()),
+            Outcome::Failed,
+        )
+    })?;
+    Ok(text
         .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
@@ -46,7 +36,25 @@ pub(super) async fn render_batch(path: &Path, parallel: usize, json: bool, confi
                 RenderRequest::from_json(line.as_bytes()).map_err(|e| e.to_string()),
             )
         })
-        .collect();
+        .collect())
+}
+
+/// A batch line's number and its job, or why it is not one.
+type NumberedLine = (usize, Result<RenderRequest, String>);
+
+/// What became of one line.
+type LineResult = Result<RenderOutput, LineFailure>;
+
+struct LineFailure {
+    code: String,
+    message: String,
+}
+
+pub(super) async fn render_batch(path: &Path, parallel: usize, json: bool, config: &Config) -> Outcome {
+    let lines = match read_lines(path) {
+        Ok(lines) => lines,
+        Err(outcome) => return outcome,
+    };
     if lines.is_empty() {
         return fail(&format!("batch file {} holds no job", path.display()), Outcome::Failed);
     }
@@ -205,20 +213,14 @@ impl Bar {
 /// (in chunks) and prints their ids, one per line in file order; bad lines are named on stderr
 /// and make the exit code 1.
 pub(super) async fn enqueue_batch(path: &Path, args: &super::EnqueueArgs, config: &Config) -> Outcome {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) => {
-            return fail(
-                &format!("cannot read batch file {}: {error}", path.display()),
-                Outcome::Failed,
-            );
-        }
+    let lines = match read_lines(path) {
+        Ok(lines) => lines,
+        Err(outcome) => return outcome,
     };
     let mut payloads = Vec::new();
     let mut bad = Vec::new();
-    for (index, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
-        let number = index + 1;
-        match RenderRequest::from_json(line.as_bytes()) {
+    for (number, parsed) in lines {
+        match parsed {
             Ok(request) if super::uses_local_files(&request) => {
                 bad.push((
                     number,
@@ -226,7 +228,7 @@ pub(super) async fn enqueue_batch(path: &Path, args: &super::EnqueueArgs, config
                 ));
             }
             Ok(request) => payloads.push(request.to_payload()),
-            Err(error) => bad.push((number, error.to_string())),
+            Err(problem) => bad.push((number, problem)),
         }
     }
     for (number, problem) in &bad {

@@ -22,6 +22,27 @@ pub struct Submission {
     pub job_id: Option<String>,
 }
 
+/// The producer's handle on the render queue (one connection).
+async fn open(queue: &QueueConfig, redis: &RedisConfig) -> Result<Queue, bullmq::Error> {
+    Queue::with_options(
+        &queue.name,
+        QueueOptions::new()
+            .connection(connection_options(redis, 1))
+            .prefix(queue.prefix.clone()),
+    )
+    .await
+}
+
+/// `attempts` (at least 1) and, unless `backoff_ms` is 0, exponential backoff from it.
+fn job_options(attempts: u32, backoff_ms: u64) -> JobOptions {
+    let options = JobOptions::new().attempts(attempts.max(1));
+    if backoff_ms > 0 {
+        options.backoff(BackoffStrategy::Exponential(backoff_ms))
+    } else {
+        options
+    }
+}
+
 /// How many jobs one `addBulk` call carries (one MULTI each on the Redis side).
 const BULK_CHUNK: usize = 500;
 
@@ -34,27 +55,13 @@ pub async fn enqueue_bulk(
     attempts: u32,
     backoff_ms: u64,
 ) -> Result<Vec<String>, QueueError> {
-    let producer = Queue::with_options(
-        &queue.name,
-        QueueOptions::new()
-            .connection(connection_options(redis, 1))
-            .prefix(queue.prefix.clone()),
-    )
-    .await?;
-    let options = || {
-        let options = JobOptions::new().attempts(attempts.max(1));
-        if backoff_ms > 0 {
-            options.backoff(BackoffStrategy::Exponential(backoff_ms))
-        } else {
-            options
-        }
-    };
+    let producer = open(queue, redis).await?;
     let result = async {
         let mut ids = Vec::with_capacity(payloads.len());
         for chunk in payloads.chunks(BULK_CHUNK) {
             let jobs = chunk
                 .iter()
-                .map(|payload| bullmq::BulkJob::with_options(JOB_NAME, payload, options()))
+                .map(|payload| bullmq::BulkJob::with_options(JOB_NAME, payload, job_options(attempts, backoff_ms)))
                 .collect();
             ids.extend(producer.add_bulk(jobs).await?.iter().map(|job| job.id().to_owned()));
         }
@@ -69,17 +76,8 @@ pub async fn enqueue_bulk(
 /// would, and returns its id. The payload is validated first so nothing invalid is queued.
 pub async fn enqueue(queue: &QueueConfig, redis: &RedisConfig, submission: Submission) -> Result<String, QueueError> {
     RenderRequest::parse(submission.payload.clone())?;
-    let producer = Queue::with_options(
-        &queue.name,
-        QueueOptions::new()
-            .connection(connection_options(redis, 1))
-            .prefix(queue.prefix.clone()),
-    )
-    .await?;
-    let mut options = JobOptions::new().attempts(submission.attempts.max(1));
-    if submission.backoff_ms > 0 {
-        options = options.backoff(BackoffStrategy::Exponential(submission.backoff_ms));
-    }
+    let producer = open(queue, redis).await?;
+    let options = job_options(submission.attempts, submission.backoff_ms);
     let mut add = producer.add(JOB_NAME, &submission.payload).options(options);
     if let Some(id) = submission.job_id {
         add = add.job_id(id);

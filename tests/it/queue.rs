@@ -136,13 +136,26 @@ async fn node_producer_sees_completed_retried_and_failed_jobs_and_events_are_pub
     assert!(failed.get("compositeTextureUrl").is_none());
 }
 
+/// `design-render enqueue` on the setup's queue and prefix, with nothing else in its environment.
+fn enqueue_command(setup: &QueueSetup) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_design-render"));
+    command
+        .arg("enqueue")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("REDIS_URL", REDIS_URL)
+        .env("QUEUE_NAME", &setup.queue)
+        .env("BULLMQ_PREFIX", &setup.prefix)
+        .current_dir(setup.dir.path());
+    command
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_command_job_is_processed_by_a_node_worker() {
     let setup = QueueSetup::new("enqueue");
     let design = unique("enq");
-    let output = Command::new(env!("CARGO_BIN_EXE_design-render"))
+    let output = enqueue_command(&setup)
         .args([
-            "enqueue",
             "--base",
             "https://assets.example.com/base.png",
             "--prompt",
@@ -158,12 +171,6 @@ async fn enqueue_command_job_is_processed_by_a_node_worker() {
             "--backoff-ms",
             "250",
         ])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("REDIS_URL", REDIS_URL)
-        .env("QUEUE_NAME", &setup.queue)
-        .env("BULLMQ_PREFIX", &setup.prefix)
-        .current_dir(setup.dir.path())
         .output()
         .expect("enqueue runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -774,14 +781,8 @@ async fn enqueue_batch_adds_the_good_lines_in_order_and_names_the_bad_ones() {
     ];
     let batch = setup.dir.path().join("jobs.jsonl");
     std::fs::write(&batch, lines.join("\n")).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_design-render"))
-        .args(["enqueue", "--batch", batch.to_str().unwrap(), "--attempts", "2"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("REDIS_URL", REDIS_URL)
-        .env("QUEUE_NAME", &setup.queue)
-        .env("BULLMQ_PREFIX", &setup.prefix)
-        .current_dir(setup.dir.path())
+    let output = enqueue_command(&setup)
+        .args(["--batch", batch.to_str().unwrap(), "--attempts", "2"])
         .output()
         .expect("enqueue runs");
     assert_eq!(output.status.code(), Some(1));

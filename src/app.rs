@@ -122,6 +122,7 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
         config.summary(&providers.order)
     );
     let editor = providers.editor;
+    let cache = build_cache(config, mode, &editor, &blobs).await?;
     let safety = match &config.providers.prompt_blocklist {
         None => SafetyPolicy::default(),
         Some(path) => {
@@ -145,7 +146,59 @@ pub async fn build_pipeline(config: &Config, mode: Mode) -> anyhow::Result<Pipel
             imaging: config.imaging.clone(),
             prompt_max_chars: providers.prompt_max_chars,
         },
+        cache,
     })
+}
+
+/// The result cache `RESULT_CACHE` asks for: by default only for a deterministic provider
+/// asked first (the built-in fill), never for dry runs (their editor has no identity). The
+/// worker keeps its index in Redis, shared by the fleet; the one-shot command in memory, with
+/// the durable manifests in local storage carrying entries from one run to the next.
+async fn build_cache(
+    config: &Config,
+    mode: Mode,
+    editor: &Arc<dyn ImageEditor>,
+    blobs: &Arc<dyn BlobStore>,
+) -> anyhow::Result<Option<Arc<crate::cache::ResultCache>>> {
+    use crate::cache::{CacheIndex, ResultCache, memory::MemoryCacheIndex, redis::RedisCacheIndex};
+    use crate::config::CacheMode;
+
+    let Some(identity) = editor.identity() else {
+        return Ok(None);
+    };
+    let enabled = match config.result_cache.mode {
+        CacheMode::Off => false,
+        CacheMode::Auto => identity.deterministic,
+        CacheMode::On => true,
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    let index: Arc<dyn CacheIndex> = match mode {
+        Mode::OneShot => Arc::new(MemoryCacheIndex::default()),
+        Mode::Queue => {
+            let connection = crate::queue::redis_connection(&config.redis)
+                .await
+                .context("connecting to Redis for the result cache (REDIS_URL or REDIS_HOST/REDIS_PORT)")?;
+            Arc::new(RedisCacheIndex::new(
+                connection,
+                &config.queue.prefix,
+                &config.queue.name,
+            ))
+        }
+    };
+    tracing::info!(
+        "result cache on for {} ({}), entries kept {} s",
+        identity.provider,
+        identity.model,
+        config.result_cache.ttl.as_secs()
+    );
+    Ok(Some(Arc::new(ResultCache::new(
+        index,
+        Arc::clone(blobs),
+        identity,
+        config.result_cache.ttl,
+    ))))
 }
 
 /// The storage backend `STORAGE_BACKEND` selects, behind the local fallback when

@@ -52,6 +52,9 @@ pub struct RenderOptionsPayload {
     pub size: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit: Option<String>,
+    /// `false` opts this job out of the result cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
 }
 
 /// A rejected payload: the offending field (its JSON path, such as `renderOptions.size`, or
@@ -165,6 +168,7 @@ impl RenderRequest {
                         quality: options.optional_string("quality", "a string like \"hd\"")?,
                         size: options.optional_string("size", "a string like \"2048x2048\"")?,
                         fit: options.optional_string("fit", "a string like \"inside\"")?,
+                        cache: options.optional_bool("cache")?,
                     }
                 }
             },
@@ -212,6 +216,8 @@ impl RenderRequest {
                 quality: Some(self.options.quality.as_str().to_owned()),
                 size: Some(self.options.size.to_string()),
                 fit: Some(self.options.fit.as_str().to_owned()),
+                // Only an opt-out is written: `true` is the default.
+                cache: (!self.options.cache).then_some(false),
             },
         }
     }
@@ -533,6 +539,9 @@ pub struct RenderOptions {
     pub size: RenderSize,
     /// How the high-res image and the preview are sized against their boxes.
     pub fit: Fit,
+    /// Whether the result cache may serve and keep this render (`renderOptions.cache`,
+    /// default true; it only opts out, it never turns on a cache that is off).
+    pub cache: bool,
 }
 
 impl Default for RenderOptions {
@@ -543,6 +552,7 @@ impl Default for RenderOptions {
             quality: Quality::Auto,
             size: RenderSize::DEFAULT,
             fit: Fit::Inside,
+            cache: true,
         }
     }
 }
@@ -575,6 +585,7 @@ impl RenderOptions {
             quality,
             size,
             fit,
+            cache: payload.cache.unwrap_or(true),
         })
     }
 }

@@ -20,7 +20,9 @@
 pub mod admin;
 pub mod app;
 pub mod assets;
+pub mod batch;
 pub mod budget;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod dashboard;

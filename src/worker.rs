@@ -54,6 +54,8 @@ pub struct Delivery {
     /// The W3C trace context a traced producer stored with the job (BullMQ's `opts.tm`,
     /// a JSON object as text), when spans are exported.
     pub trace_carrier: Option<String>,
+    /// For a batch's parent job ([`crate::batch::BATCH_JOB_NAME`]): how its renders ended.
+    pub children: Option<crate::batch::BatchChildren>,
 }
 
 /// How one delivery ends, for the queue adapter to carry out.
@@ -154,6 +156,9 @@ impl JobHandler for RenderWorker {
 
 impl RenderWorker {
     async fn handle_in_span(&self, delivery: Delivery) -> JobOutcome {
+        if delivery.job_name == crate::batch::BATCH_JOB_NAME {
+            return self.announce_batch(delivery).await;
+        }
         let request = match parse_request(&delivery.payload) {
             Ok(request) => request,
             Err(error) => {
@@ -329,6 +334,42 @@ impl RenderWorker {
                 JobOutcome::RetryAfter(error, provider_retry_delay(after))
             }
             (Disposition::Retry, _) => JobOutcome::Retry(error),
+        }
+    }
+
+    /// A batch's parent job runs once every render of the batch finished: it announces the
+    /// batch and completes with the event as its return value. Nothing is rendered, and no
+    /// tenant slot is taken.
+    async fn announce_batch(&self, delivery: Delivery) -> JobOutcome {
+        let data = match &delivery.payload {
+            JobData::Json(value) => Some(value.clone()),
+            JobData::Raw(bytes) => serde_json::from_slice(bytes).ok(),
+        };
+        let event = crate::batch::summarise(
+            &delivery.job_id,
+            delivery.enqueued_at_ms,
+            data.as_ref(),
+            delivery.children.unwrap_or_default(),
+            self.pipeline.designs.as_ref(),
+        )
+        .await;
+        tracing::info!(
+            "Batch {} finished: {} of {} renders completed, {} failed, {} cents",
+            event.job_id,
+            event.completed,
+            event.total,
+            event.failed,
+            event.cost_cents
+        );
+        let span = tracing::info_span!("publish", event = event.event);
+        if let Err(error) = self.events.publish_batch(&event).instrument(span).await {
+            tracing::warn!(error.code = %error.code(), "Could not publish {}: {error}", event.event);
+        }
+        match serde_json::to_value(&event) {
+            Ok(value) => JobOutcome::Completed(value),
+            Err(error) => JobOutcome::Retry(JobError::Render(RenderError::Internal(format!(
+                "batch event not serialisable: {error}"
+            )))),
         }
     }
 

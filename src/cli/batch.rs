@@ -211,7 +211,8 @@ impl Bar {
 
 /// `enqueue --batch`: validates every line first, adds the good ones with BullMQ's bulk add
 /// (in chunks) and prints their ids, one per line in file order; bad lines are named on stderr
-/// and make the exit code 1.
+/// and make the exit code 1. With `--as-flow` the good lines become one flow, printed as
+/// `batch <parent id>` followed by the renders' ids.
 pub(super) async fn enqueue_batch(path: &Path, args: &super::EnqueueArgs, config: &Config) -> Outcome {
     let lines = match read_lines(path) {
         Ok(lines) => lines,
@@ -242,8 +243,18 @@ pub(super) async fn enqueue_batch(path: &Path, args: &super::EnqueueArgs, config
         return fail(&format!("batch file {} holds no job", path.display()), Outcome::Failed);
     }
     if !payloads.is_empty() {
-        match crate::queue::enqueue_bulk(&config.queue, &config.redis, &payloads, args.attempts, args.backoff_ms).await
-        {
+        let added = if args.as_flow {
+            crate::queue::enqueue_flow(&config.queue, &config.redis, &payloads, args.attempts, args.backoff_ms)
+                .await
+                .map(|ids| {
+                    std::iter::once(format!("batch {}", ids.parent))
+                        .chain(ids.children)
+                        .collect()
+                })
+        } else {
+            crate::queue::enqueue_bulk(&config.queue, &config.redis, &payloads, args.attempts, args.backoff_ms).await
+        };
+        match added {
             Ok(ids) => {
                 let mut stdout = std::io::stdout().lock();
                 for id in ids {

@@ -89,10 +89,10 @@ pub struct EvalFillArgs {
 #[derive(Debug, Args)]
 pub struct RenderArgs {
     /// A job file in the queue's JSON payload format (instead of the flags below).
-    #[arg(long, conflicts_with_all = ["base", "mask", "prompt", "design_id", "tenant_id", "size", "fit", "quality", "normal_map", "roughness_map"])]
+    #[arg(long, conflicts_with_all = ["base", "mask", "prompt", "design_id", "tenant_id", "size", "fit", "quality", "normal_map", "roughness_map", "no_cache"])]
     pub job: Option<PathBuf>,
     /// A JSON Lines file of job payloads, one render per line (instead of the flags below).
-    #[arg(long, conflicts_with_all = ["job", "base", "mask", "prompt", "design_id", "tenant_id", "size", "fit", "quality", "normal_map", "roughness_map"])]
+    #[arg(long, conflicts_with_all = ["job", "base", "mask", "prompt", "design_id", "tenant_id", "size", "fit", "quality", "normal_map", "roughness_map", "no_cache"])]
     pub batch: Option<PathBuf>,
     /// Base texture: a local path, a file:// URL or an http(s) URL.
     #[arg(long, required_unless_present_any = ["job", "batch"])]
@@ -125,6 +125,10 @@ pub struct RenderArgs {
     /// Also produce a roughness map.
     #[arg(long)]
     pub roughness_map: bool,
+    /// Render even when an identical earlier render is in the result cache, and keep this one
+    /// out of it (`renderOptions.cache: false`).
+    #[arg(long)]
+    pub no_cache: bool,
     /// Print exactly one JSON object on stdout instead of the human summary (with `--batch`,
     /// one per line of the batch, as each finishes).
     #[arg(long)]
@@ -153,6 +157,11 @@ pub struct EnqueueArgs {
     /// A custom job id (BullMQ rules: not an integer, no `:`); re-adding an id adds nothing.
     #[arg(long, conflicts_with = "batch")]
     pub job_id: Option<String>,
+    /// With `--batch`: add the renders as one BullMQ flow whose parent job runs once every
+    /// render finished and publishes `design.render.batch.completed` with the counts and the
+    /// total cost. Prints the parent's id first, then the renders'.
+    #[arg(long, requires = "batch")]
+    pub as_flow: bool,
 }
 
 /// How a command ended, mapped to the process exit code by `main`.
@@ -616,6 +625,7 @@ fn request_from_args(args: RenderArgs) -> Result<RenderRequest, String> {
             quality: args.quality,
             size: args.size,
             fit: args.fit,
+            cache: args.no_cache.then_some(false),
         },
     };
     RenderRequest::parse(payload).map_err(|e| e.to_string())
@@ -663,6 +673,12 @@ fn print_summary(output: &RenderOutput) {
         " (content-aware fill; the prompt is not used)"
     };
     lines.push(format!("  provider   {}{prompt_note}", metadata.provider));
+    if let Some(cache) = metadata.cache.as_ref().filter(|cache| cache.hit) {
+        lines.push(format!(
+            "  cache      reused the render of design {} (--no-cache renders again)",
+            cache.source_design_id.as_deref().unwrap_or("?")
+        ));
+    }
     lines.push(format!(
         "  cost       {} tokens, {} cents",
         output.cost_tokens, output.cost_cents

@@ -11,6 +11,7 @@
 //! `providers`, `queue`) and are re-exported here, so callers name them `config::X`.
 
 mod assets;
+mod cache;
 mod dashboard;
 mod database;
 mod imaging;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::assets::AssetLimits;
+pub use self::cache::{CacheMode, ResultCacheConfig};
 pub use self::dashboard::DashboardConfig;
 pub use self::database::{DatabaseConfig, Migrations, TenantColumn};
 pub use self::imaging::ImagingConfig;
@@ -65,6 +67,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub assets: AssetLimits,
     pub imaging: ImagingConfig,
+    /// Reuse of earlier identical renders (`RESULT_CACHE`, `RESULT_CACHE_TTL_SECONDS`).
+    pub result_cache: ResultCacheConfig,
     pub providers: ProviderConfig,
     pub redis: RedisConfig,
     pub default_tenant_concurrency: u32,
@@ -134,6 +138,7 @@ impl Config {
         }
         let assets = AssetLimits::from_vars(&vars)?;
         let imaging = ImagingConfig::from_vars(&vars)?;
+        let result_cache = ResultCacheConfig::from_vars(&vars)?;
         let providers = ProviderConfig::from_vars(&vars)?;
         let redis = RedisConfig::from_vars(&vars)?;
         let queue = QueueConfig::from_vars(&vars)?;
@@ -148,6 +153,7 @@ impl Config {
             storage,
             assets,
             imaging,
+            result_cache,
             providers,
             redis,
             default_tenant_concurrency: vars.parse_or("DEFAULT_TENANT_CONCURRENCY", 2, |v| *v > 0)?,
@@ -174,6 +180,12 @@ impl Config {
             storage: StorageConfig::default(),
             assets: AssetLimits::default(),
             imaging: ImagingConfig::default(),
+            // Off, so tests that render the same inputs twice see two renders; the cache's own
+            // tests turn it on.
+            result_cache: ResultCacheConfig {
+                mode: CacheMode::Off,
+                ..ResultCacheConfig::default()
+            },
             providers: ProviderConfig::default(),
             redis: RedisConfig::default(),
             default_tenant_concurrency: 2,

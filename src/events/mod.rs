@@ -18,6 +18,8 @@ use serde::Serialize;
 pub const COMPLETED: &str = "design.render.completed";
 /// Channel of the failed event.
 pub const FAILED: &str = "design.render.failed";
+/// Channel of the event a batch enqueued as a flow announces once all its renders finished.
+pub const BATCH_COMPLETED: &str = "design.render.batch.completed";
 
 /// The event payload (camelCase JSON, `version` 1). URLs are present on completion, `error` on
 /// failure.
@@ -56,6 +58,68 @@ pub struct RenderEvent {
     /// so a subscriber can link its own work to the render's trace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+}
+
+/// `design.render.batch.completed`: every render of a batch (`enqueue --batch --as-flow`) has
+/// finished, completed or failed for good (version 1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchEvent {
+    /// Stable as [`RenderEvent::id`]: from the batch job's id, when it was added and the name.
+    pub id: String,
+    pub event: &'static str,
+    pub version: u32,
+    /// The batch's parent job.
+    pub job_id: String,
+    /// Renders in the batch.
+    pub total: u32,
+    pub completed: u32,
+    pub failed: u32,
+    /// The sum over the batch's designs of their rows' `costTokens` and `costCents`.
+    pub cost_tokens: i64,
+    pub cost_cents: i64,
+    /// Each render that failed for good.
+    pub failures: Vec<BatchFailure>,
+    pub timestamp: String,
+}
+
+/// One failed render of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchFailure {
+    pub job_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub design_id: Option<String>,
+    /// BullMQ's `failedReason` of the render job (`"<message> [<code>]"`).
+    pub reason: String,
+}
+
+impl BatchEvent {
+    /// The event of the batch job `job_id` (added at `enqueued_at_ms`), with its counts filled
+    /// in by the caller.
+    pub fn completed(job_id: &str, enqueued_at_ms: u64) -> Self {
+        let subject = EventSubject {
+            job_id: job_id.to_owned(),
+            design_id: String::new(),
+            tenant_id: String::new(),
+            user_id: None,
+            attempts_made: 0,
+            enqueued_at_ms,
+        };
+        Self {
+            id: event_id(&subject, BATCH_COMPLETED),
+            event: BATCH_COMPLETED,
+            version: 1,
+            job_id: job_id.to_owned(),
+            total: 0,
+            completed: 0,
+            failed: 0,
+            cost_tokens: 0,
+            cost_cents: 0,
+            failures: Vec::new(),
+            timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        }
+    }
 }
 
 /// The failure part of a `design.render.failed` event.
@@ -159,6 +223,13 @@ impl EventSinkError {
 #[async_trait::async_trait]
 pub trait EventSink: Send + Sync {
     async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError>;
+
+    /// Delivers a batch's event. Sinks that carry only render events (the webhook outbox)
+    /// ignore it.
+    async fn publish_batch(&self, event: &BatchEvent) -> Result<(), EventSinkError> {
+        let _ = event;
+        Ok(())
+    }
 }
 
 /// Sends each event to every sink; the first error is returned after all were tried.
@@ -172,6 +243,11 @@ impl EventSink for Fanout {
         let results = futures_util::future::join_all(self.sinks.iter().map(|sink| sink.publish(event))).await;
         results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
     }
+
+    async fn publish_batch(&self, event: &BatchEvent) -> Result<(), EventSinkError> {
+        let results = futures_util::future::join_all(self.sinks.iter().map(|sink| sink.publish_batch(event))).await;
+        results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+    }
 }
 
 /// Keeps events in memory, in publishing order: the in-memory twin of the real sinks, for tests
@@ -179,6 +255,7 @@ impl EventSink for Fanout {
 #[derive(Default)]
 pub struct MemorySink {
     pub events: std::sync::Mutex<Vec<RenderEvent>>,
+    pub batches: std::sync::Mutex<Vec<BatchEvent>>,
 }
 
 impl MemorySink {
@@ -200,6 +277,14 @@ impl MemorySink {
 impl EventSink for MemorySink {
     async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
         self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(event.clone());
+        Ok(())
+    }
+
+    async fn publish_batch(&self, event: &BatchEvent) -> Result<(), EventSinkError> {
+        self.batches
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push(event.clone());

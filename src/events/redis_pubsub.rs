@@ -1,6 +1,6 @@
 //! Redis PUBLISH adapter: the event name is the channel, the JSON payload the message.
 
-use super::{EventSink, EventSinkError, RenderEvent};
+use super::{BatchEvent, EventSink, EventSinkError, RenderEvent};
 
 /// Publishes over any Redis connection: in the worker, the queue crate's connection, which is a
 /// single server or a cluster (PUBLISH then reaches subscribers on every node).
@@ -14,16 +14,14 @@ impl<C> RedisPublisher<C> {
     }
 }
 
-#[async_trait::async_trait]
-impl<C> EventSink for RedisPublisher<C>
+impl<C> RedisPublisher<C>
 where
     C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
 {
-    async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
-        let payload = serde_json::to_string(event)?;
+    async fn send(&self, channel: &str, payload: String) -> Result<(), EventSinkError> {
         let mut connection = self.connection.clone();
         let _receivers: i64 = redis::cmd("PUBLISH")
-            .arg(event.event)
+            .arg(channel)
             .arg(payload)
             .query_async(&mut connection)
             .await
@@ -32,5 +30,19 @@ where
                 message: error.to_string(),
             })?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<C> EventSink for RedisPublisher<C>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    async fn publish(&self, event: &RenderEvent) -> Result<(), EventSinkError> {
+        self.send(event.event, serde_json::to_string(event)?).await
+    }
+
+    async fn publish_batch(&self, event: &BatchEvent) -> Result<(), EventSinkError> {
+        self.send(event.event, serde_json::to_string(event)?).await
     }
 }

@@ -50,7 +50,7 @@ pub fn coverage(mask: &GrayImage) -> f64 {
 
 /// How an output is sized against its bounding box (`renderOptions.size` for the high-res
 /// image, the preview square for the preview).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fit {
     /// The largest size with the composite's aspect ratio that fits in the box: nothing is cut

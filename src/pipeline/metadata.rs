@@ -5,7 +5,7 @@
 //! Absent facts are omitted rather than written as `null` (a render without maps has no
 //! `normalMapUrl` key, a free provider no `cost`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::imaging::PostprocessTimings;
 use crate::providers::{Attempt, CallEstimate, Usage};
@@ -48,10 +48,30 @@ pub struct RenderMetadata {
     /// Share of the base covered by the mask, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_coverage: Option<f64>,
-    pub postprocess: PostprocessTimings,
+    /// Absent when the outputs were reused from the result cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postprocess: Option<PostprocessTimings>,
     /// Where the assets were stored.
     pub storage: StorageReport,
     pub timings: Timings,
+    /// The result cache's part: whether the outputs were reused, under which key, from which
+    /// design and what that saved. Absent when the cache is off for this render.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheReport>,
+}
+
+/// `metadata.cache`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheReport {
+    pub hit: bool,
+    pub key: String,
+    /// The design whose render made the reused outputs (hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_design_id: Option<String>,
+    /// The provider cost this render did not pay (hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_micro_cents: Option<u64>,
 }
 
 /// Where a render's assets went. Normally just the configured backend; when it could not be
@@ -95,7 +115,7 @@ impl PromptReport {
 
 /// Pixel dimensions `[width, height]` of the inputs and outputs, how the outputs were fitted to
 /// their boxes, and the encoded sizes.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sizes {
     pub base: [u32; 2],
@@ -107,7 +127,7 @@ pub struct Sizes {
 }
 
 /// PNG sizes in bytes of every output.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EncodedBytes {
     pub composite: usize,

@@ -21,9 +21,10 @@ use tracing::field::Empty;
 pub use error::{Disposition, RenderError};
 pub use metadata::RenderMetadata;
 
-use metadata::{EncodedBytes, PromptReport, Sizes, StorageReport, Timings};
+use metadata::{CacheReport, EncodedBytes, PromptReport, Sizes, StorageReport, Timings};
 
 use crate::assets::{AssetRole, AssetSource};
+use crate::cache::{CacheKey, KeyInputs, Lookup, Manifest};
 use crate::config::ImagingConfig;
 use crate::imaging::{self, AssetSpec, RenderedAssets, codec};
 use crate::job::{AssetRef, RenderRequest};
@@ -117,6 +118,8 @@ pub struct Pipeline {
     pub designs: Arc<dyn DesignStore>,
     pub safety: SafetyPolicy,
     pub settings: PipelineSettings,
+    /// The result cache, when `RESULT_CACHE` turns it on for the provider asked first.
+    pub cache: Option<Arc<crate::cache::ResultCache>>,
 }
 
 /// The result of a completed render: what `render --json` prints and what a queued job returns.
@@ -199,6 +202,37 @@ impl Pipeline {
                 }
             })?;
         timings.download_ms = elapsed_ms(step);
+        let cached = match self.cache.as_ref().filter(|_| request.options.cache) {
+            Some(cache) => {
+                let key = cache.key(&KeyInputs {
+                    tenant,
+                    prompt: sanitized.prompt.as_str(),
+                    base: &base_bytes,
+                    mask: mask_bytes.as_deref(),
+                    options: &request.options,
+                    imaging: &self.settings.imaging,
+                });
+                let span = tracing::info_span!("cache lookup", cache.key = %key, cache.hit = Empty);
+                match cache.lookup(&key, tenant, progress).instrument(span.clone()).await {
+                    Lookup::Hit(manifest) => {
+                        span.record("cache.hit", true);
+                        let (outputs, mut metadata) =
+                            reused(cache.provider(), *manifest, self.blobs.backend(), timings);
+                        metadata.job_id = job_id.map(str::to_owned);
+                        metadata.prompt =
+                            PromptReport::new(sanitized.truncated, &sanitized.redactions, sanitized.injection_flags);
+                        return self
+                            .finish(request, progress, None, outputs, metadata, (started_at, started))
+                            .await;
+                    }
+                    Lookup::Miss(claim) => {
+                        span.record("cache.hit", false);
+                        Some((Arc::clone(cache), key, claim))
+                    }
+                }
+            }
+            None => None,
+        };
         let step = Instant::now();
         let decoding = tracing::info_span!(
             "decode",
@@ -218,7 +252,7 @@ impl Pipeline {
         begin(progress, Step::Inpaint)?;
         let step = Instant::now();
         let mask_coverage = mask.as_ref().map(imaging::coverage);
-        let edit = if mask_coverage.is_some_and(|coverage| coverage <= 0.0) {
+        let mut edit = if mask_coverage.is_some_and(|coverage| coverage <= 0.0) {
             // A mask that selects nothing leaves the base as it is: no provider is asked, so
             // no call is paid for, whichever provider would have answered.
             unedited(&base)
@@ -259,7 +293,8 @@ impl Pipeline {
         };
         let feather_radius = self.settings.imaging.feather_radius;
         let base_size = base.dimensions();
-        let generated = edit.image;
+        // Taken, not moved out: the rest of the answer is recorded after the upload.
+        let generated = std::mem::take(&mut edit.image);
         let assets = blocking(move || {
             let composite = tracing::info_span!("composite", width = base_size.0, height = base_size.1)
                 .in_scope(|| composite(&base, generated, mask.as_ref(), feather_radius));
@@ -288,27 +323,32 @@ impl Pipeline {
         let step = Instant::now();
         let urls = self.upload(request, assets).await?;
         timings.upload_ms = elapsed_ms(step);
-
-        begin(progress, Step::Record)?;
-        let step = Instant::now();
-        let recording = tracing::info_span!("record", design.id = %design);
-        // The design's cost is the sum of its recorded paid calls, including earlier attempts'.
-        let (cost_tokens, cost_cents) = match &ledger {
-            Some(ledger) => (ledger.cost_tokens, ledger.cost_cents),
-            None => match self.designs.get(design).instrument(recording.clone()).await? {
-                Some(row) => (row.cost_tokens, row.cost_cents),
-                None => (0, 0),
-            },
+        // A result is kept only when the provider the key names made it: not a later one of a
+        // fallback chain, and not a dry run's stand-in.
+        let cache_report = match cached {
+            Some((cache, key, claim)) => {
+                if edit.provider == cache.provider() && !edit.accounting.dry_run {
+                    let manifest = manifest_of(&key, request, &edit, &urls, &sizes, mask_coverage);
+                    cache
+                        .store(claim, &request.tenant_id, &manifest)
+                        .instrument(tracing::info_span!("cache store", cache.key = %key))
+                        .await;
+                }
+                Some(CacheReport {
+                    hit: false,
+                    key: key.to_string(),
+                    source_design_id: None,
+                    saved_micro_cents: None,
+                })
+            }
+            None => None,
         };
-        let finished_at = Utc::now();
-        timings.started_at = timestamp(started_at);
-        timings.finished_at = timestamp(finished_at);
-        timings.total_ms = elapsed_ms(started);
-        let mut metadata = RenderMetadata {
+
+        let metadata = RenderMetadata {
             job_id: job_id.map(str::to_owned),
             provider: edit.provider,
             provider_attempts: edit.attempts,
-            cost: ledger.map(|ledger| ledger.json),
+            cost: None,
             estimate: edit.accounting.estimate,
             dry_run: edit.accounting.dry_run,
             prompt_used: edit.prompt_used,
@@ -319,16 +359,52 @@ impl Pipeline {
             prompt: PromptReport::new(sanitized.truncated, &sanitized.redactions, sanitized.injection_flags),
             sizes,
             mask_coverage,
-            postprocess: postprocess_timings,
+            postprocess: Some(postprocess_timings),
             storage: urls.storage,
             timings,
+            cache: cache_report,
         };
+        let outputs = Outputs {
+            composite: urls.composite.into(),
+            preview: urls.preview.into(),
+            high_res: urls.high_res.into(),
+        };
+        self.finish(request, progress, ledger, outputs, metadata, (started_at, started))
+            .await
+    }
+
+    /// Step 9 of every render: writes the COMPLETED row with the design's cost (the sum of its
+    /// recorded paid calls, including earlier attempts') and answers the render's output.
+    async fn finish(
+        &self,
+        request: &RenderRequest,
+        progress: &dyn Progress,
+        ledger: Option<crate::store::CostLedger>,
+        outputs: Outputs,
+        mut metadata: RenderMetadata,
+        (started_at, started): (DateTime<Utc>, Instant),
+    ) -> Result<RenderOutput, RenderError> {
+        let (design, tenant) = (&request.design_id, &request.tenant_id);
+        begin(progress, Step::Record)?;
+        let step = Instant::now();
+        let recording = tracing::info_span!("record", design.id = %design);
+        let (cost_tokens, cost_cents) = match &ledger {
+            Some(ledger) => (ledger.cost_tokens, ledger.cost_cents),
+            None => match self.designs.get(design).instrument(recording.clone()).await? {
+                Some(row) => (row.cost_tokens, row.cost_cents),
+                None => (0, 0),
+            },
+        };
+        metadata.cost = ledger.map(|ledger| ledger.json);
+        metadata.timings.started_at = timestamp(started_at);
+        metadata.timings.finished_at = timestamp(Utc::now());
+        metadata.timings.total_ms = elapsed_ms(started);
         let stored = serde_json::to_value(&metadata)
             .map_err(|error| RenderError::Internal(format!("metadata not serialisable: {error}")))?;
         let completed = CompletedRender {
-            composite_texture_url: urls.composite.to_string(),
-            preview_url: urls.preview.to_string(),
-            high_res_url: urls.high_res.to_string(),
+            composite_texture_url: outputs.composite,
+            preview_url: outputs.preview,
+            high_res_url: outputs.high_res,
             cost_tokens,
             cost_cents,
             metadata: stored,
@@ -491,6 +567,82 @@ fn paid_call_entry(call: &crate::providers::PaidCall, job_id: Option<&str>) -> c
     }
 }
 
+/// The cache entry of a fresh render: where its outputs are and what it cost.
+fn manifest_of(
+    key: &CacheKey,
+    request: &RenderRequest,
+    edit: &crate::providers::EditResponse,
+    urls: &UploadedUrls,
+    sizes: &Sizes,
+    mask_coverage: Option<f64>,
+) -> Manifest {
+    Manifest {
+        version: crate::cache::PIPELINE_VERSION,
+        key: key.to_string(),
+        tenant_id: request.tenant_id.to_string(),
+        source_design_id: request.design_id.to_string(),
+        provider: edit.provider.to_owned(),
+        prompt_used: edit.prompt_used,
+        provider_details: edit.details.clone(),
+        composite_texture_url: urls.composite.to_string(),
+        high_res_url: urls.high_res.to_string(),
+        preview_url: urls.preview.to_string(),
+        normal_map_url: urls.normal_map.as_ref().map(ToString::to_string),
+        roughness_map_url: urls.roughness_map.as_ref().map(ToString::to_string),
+        sizes: sizes.clone(),
+        mask_coverage,
+        cost_micro_cents: edit.accounting.paid_call.as_ref().map_or(0, |call| call.cost.total.0),
+        created_at: timestamp(Utc::now()),
+    }
+}
+
+/// The metadata of a render completed from a cache hit: the earlier render's outputs and
+/// facts, no provider tried, nothing spent by this render, and the row's URLs. The caller fills
+/// in the job id and this render's prompt report.
+fn reused(
+    provider: &'static str,
+    manifest: Manifest,
+    backend: &'static str,
+    timings: Timings,
+) -> (Outputs, RenderMetadata) {
+    let outputs = Outputs {
+        composite: manifest.composite_texture_url,
+        preview: manifest.preview_url,
+        high_res: manifest.high_res_url,
+    };
+    let metadata = RenderMetadata {
+        job_id: None,
+        provider,
+        provider_attempts: Vec::new(),
+        cost: None,
+        estimate: None,
+        dry_run: false,
+        prompt_used: manifest.prompt_used,
+        provider_details: manifest.provider_details,
+        usage: crate::providers::Usage::default(),
+        normal_map_url: manifest.normal_map_url,
+        roughness_map_url: manifest.roughness_map_url,
+        prompt: PromptReport::new(false, &[], Vec::new()),
+        sizes: manifest.sizes,
+        mask_coverage: manifest.mask_coverage,
+        postprocess: None,
+        storage: StorageReport {
+            backend,
+            fallback_from: None,
+            reason: None,
+            fell_back: Vec::new(),
+        },
+        timings,
+        cache: Some(CacheReport {
+            hit: true,
+            key: manifest.key,
+            source_design_id: Some(manifest.source_design_id),
+            saved_micro_cents: Some(manifest.cost_micro_cents),
+        }),
+    };
+    (outputs, metadata)
+}
+
 /// The answer for a mask that selects nothing: the base itself, from no provider, at no cost.
 fn unedited(base: &RgbaImage) -> crate::providers::EditResponse {
     crate::providers::EditResponse {
@@ -503,6 +655,13 @@ fn unedited(base: &RgbaImage) -> crate::providers::EditResponse {
         accounting: crate::providers::Accounting::default(),
         attempts: Vec::new(),
     }
+}
+
+/// The three URLs every completed row has.
+struct Outputs {
+    composite: String,
+    preview: String,
+    high_res: String,
 }
 
 struct UploadedUrls {

@@ -51,6 +51,10 @@ impl Breakered {
 
 #[async_trait::async_trait]
 impl ImageEditor for Breakered {
+    fn identity(&self) -> Option<super::EditorIdentity> {
+        self.inner.identity()
+    }
+
     fn breaker_states(&self) -> Vec<(&'static str, super::breaker::BreakerState)> {
         vec![(self.inner.name(), self.breaker.state())]
     }

@@ -25,6 +25,15 @@ impl ImageEditor for BuiltinFill {
         NAME
     }
 
+    fn identity(&self) -> Option<super::EditorIdentity> {
+        Some(super::EditorIdentity {
+            provider: NAME,
+            model: "patchmatch".to_owned(),
+            settings: format!("{:?}", self.params),
+            deterministic: true,
+        })
+    }
+
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let Some(mask) = request.mask else {
             // Without a mask there is no hole to fill: the texture comes back as it was.

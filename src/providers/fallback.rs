@@ -41,6 +41,12 @@ impl ImageEditor for FallbackChain {
         "fallback"
     }
 
+    /// The first provider's: it answers whenever it can, and an image from a later one is
+    /// never stored under its identity (the pipeline checks who answered).
+    fn identity(&self) -> Option<super::EditorIdentity> {
+        self.editors.first().and_then(|editor| editor.identity())
+    }
+
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let mut attempts = Vec::with_capacity(self.editors.len());
         let mut failures: Vec<ProviderError> = Vec::new();

@@ -112,6 +112,16 @@ impl ImageEditor for LocalDiffusionEditor {
         NAME
     }
 
+    fn identity(&self) -> Option<super::EditorIdentity> {
+        Some(super::EditorIdentity {
+            provider: NAME,
+            // The server decides the checkpoint; its address stands for it.
+            model: self.endpoint.to_string(),
+            settings: format!("{:?}", self.params),
+            deterministic: false,
+        })
+    }
+
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let (width, height) = working_size(request.image.dimensions());
         let body = build_body(

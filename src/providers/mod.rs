@@ -128,6 +128,19 @@ pub struct Attempt {
     pub latency_ms: u64,
 }
 
+/// Which provider, model and settings would make an image: what the result cache keys on, so
+/// a changed model or setting never reuses an image made by another.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EditorIdentity {
+    pub provider: &'static str,
+    pub model: String,
+    /// The settings that shape the image, as the adapter describes them.
+    pub settings: String,
+    /// The same inputs always give the same image (the built-in fill). Generative providers
+    /// are not: users may render again to get another image.
+    pub deterministic: bool,
+}
+
 /// Why a provider could not produce an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -199,6 +212,12 @@ pub trait ImageEditor: Send + Sync {
     fn name(&self) -> &'static str;
 
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError>;
+
+    /// The provider this editor asks first and its settings, for the result cache's key; `None`
+    /// when its images must never be reused (a dry run's image stands in for a paid call).
+    fn identity(&self) -> Option<EditorIdentity> {
+        None
+    }
 
     /// The circuit breakers guarding this editor and those it wraps, by provider name (the
     /// dashboard's worker heartbeat). None by default.

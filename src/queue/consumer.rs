@@ -141,6 +141,16 @@ async fn delivery_of(job: &Job, stored: &StoredData) -> Result<Delivery, bullmq:
         } else {
             None
         },
+        children: if job.name() == crate::batch::BATCH_JOB_NAME {
+            Some(stored.children(job.id()).await.map_err(|error| {
+                bullmq::Error::ProcessingError(format!(
+                    "could not read the renders of batch {} from Redis: {error} [queue_unavailable]",
+                    job.id()
+                ))
+            })?)
+        } else {
+            None
+        },
     })
 }
 
@@ -224,6 +234,46 @@ impl StoredData {
             .ok()
             .flatten();
         trace_carrier_of(&opts?)
+    }
+
+    /// How a flow parent's children ended: BullMQ keeps each completed child's return value in
+    /// the parent's `:processed` hash and, for children added with `ignoreDependencyOnFailure`,
+    /// each final failure's reason in its `:failed` hash (both keyed by the child's job key).
+    async fn children(&self, job_id: &str) -> redis::RedisResult<crate::batch::BatchChildren> {
+        let mut connection = self.connection.clone();
+        let parent = format!("{}{job_id}", self.key_prefix);
+        let processed: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{parent}:processed"))
+            .query_async(&mut connection)
+            .await?;
+        let failed: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{parent}:failed"))
+            .query_async(&mut connection)
+            .await?;
+        let mut children = crate::batch::BatchChildren {
+            completed: processed
+                .into_values()
+                .map(|value| serde_json::from_str(&value).unwrap_or(serde_json::Value::Null))
+                .collect(),
+            failed: Vec::with_capacity(failed.len()),
+        };
+        for (child_key, reason) in failed {
+            let data: Option<String> = redis::cmd("HGET")
+                .arg(&child_key)
+                .arg("data")
+                .query_async(&mut connection)
+                .await?;
+            let design_id = data
+                .and_then(|data| serde_json::from_str::<serde_json::Value>(&data).ok())
+                .and_then(|data| data.get("designId")?.as_str().map(str::to_owned));
+            children.failed.push(crate::events::BatchFailure {
+                job_id: child_key.rsplit(':').next().unwrap_or(&child_key).to_owned(),
+                design_id,
+                reason,
+            });
+        }
+        children.failed.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        Ok(children)
     }
 
     async fn read(&self, job_id: &str) -> redis::RedisResult<Option<Vec<u8>>> {

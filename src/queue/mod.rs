@@ -17,7 +17,7 @@ pub mod webhooks;
 
 pub use connection::{connection_options, queue_metrics, redis_connection, redis_probe};
 pub use consumer::serve;
-pub use producer::{JOB_NAME, Submission, enqueue, enqueue_bulk};
+pub use producer::{FlowIds, JOB_NAME, Submission, enqueue, enqueue_bulk, enqueue_flow};
 
 use crate::error_code::ErrorCode;
 use crate::job::PayloadError;

@@ -72,6 +72,64 @@ pub async fn enqueue_bulk(
     result
 }
 
+/// The ids of a batch added as a flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowIds {
+    /// The parent job ([`crate::batch::BATCH_JOB_NAME`]), which runs once every render finished.
+    pub parent: String,
+    /// The render jobs, in the order of the payloads.
+    pub children: Vec<String>,
+}
+
+/// Adds a batch as one BullMQ flow, atomically: a parent job named
+/// [`crate::batch::BATCH_JOB_NAME`] with data `{"total": n}` and one render child per payload
+/// (`attempts` and `backoff_ms` as in [`enqueue`]). The children are added with
+/// `ignoreDependencyOnFailure`, so a render that fails for good is recorded on the parent and
+/// does not hold the batch back.
+pub async fn enqueue_flow(
+    queue: &QueueConfig,
+    redis: &RedisConfig,
+    payloads: &[JobPayload],
+    attempts: u32,
+    backoff_ms: u64,
+) -> Result<FlowIds, QueueError> {
+    let producer = bullmq::FlowProducer::with_options(
+        bullmq::FlowProducerOptions::new()
+            .connection(connection_options(redis, 1))
+            .prefix(queue.prefix.clone()),
+    )
+    .await?;
+    let result = async {
+        let children = payloads
+            .iter()
+            .map(|payload| {
+                Ok(bullmq::FlowJob::new(JOB_NAME, &queue.name, payload)?
+                    .options(job_options(attempts, backoff_ms).ignore_dependency_on_failure()))
+            })
+            .collect::<Result<Vec<_>, bullmq::Error>>()?;
+        let flow = bullmq::FlowJob::new(
+            crate::batch::BATCH_JOB_NAME,
+            &queue.name,
+            serde_json::json!({ "total": payloads.len() }),
+        )?
+        .options(JobOptions::new().job_id(format!("batch-{}", crate::jitter::unique_hex())))
+        .children(children);
+        let node = producer.add(flow).await?;
+        Ok::<_, QueueError>(FlowIds {
+            parent: node.job.id().to_owned(),
+            children: node
+                .children
+                .unwrap_or_default()
+                .iter()
+                .map(|child| child.job.id().to_owned())
+                .collect(),
+        })
+    }
+    .await;
+    producer.close().await;
+    result
+}
+
 /// Adds one job, exactly as Node's `Queue.add('render', payload, {attempts, backoff, jobId})`
 /// would, and returns its id. The payload is validated first so nothing invalid is queued.
 pub async fn enqueue(queue: &QueueConfig, redis: &RedisConfig, submission: Submission) -> Result<String, QueueError> {

@@ -77,6 +77,19 @@ impl BlobStore for LocalFallback {
         }
     }
 
+    /// Only when the primary can: a durable copy written through this store should land on the
+    /// primary, and one the primary cannot read back is not durable.
+    fn reads_by_key(&self) -> bool {
+        self.primary.reads_by_key()
+    }
+
+    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError> {
+        match self.local.get_by_key(key).await? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => self.primary.get_by_key(key).await,
+        }
+    }
+
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
         self.primary.delete(key).await?;
         self.local.delete(key).await

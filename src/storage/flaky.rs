@@ -186,6 +186,14 @@ impl<S: BlobStore + ?Sized> BlobStore for FlakyBlobStore<S> {
         self.inner.get(key, url).await
     }
 
+    fn reads_by_key(&self) -> bool {
+        self.inner.reads_by_key()
+    }
+
+    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.get_by_key(key).await
+    }
+
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
         self.inner.delete(key).await
     }

@@ -87,6 +87,14 @@ impl BlobStore for LocalStore {
     }
 
     async fn get(&self, key: &StorageKey, _url: &url::Url) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get_by_key(key).await
+    }
+
+    fn reads_by_key(&self) -> bool {
+        true
+    }
+
+    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError> {
         match tokio::fs::read(self.path_of(key)).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -79,6 +79,14 @@ impl BlobStore for MemoryBlobStore {
     }
 
     async fn get(&self, key: &StorageKey, _url: &url::Url) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get_by_key(key).await
+    }
+
+    fn reads_by_key(&self) -> bool {
+        true
+    }
+
+    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.lock().get(key).map(|blob| blob.bytes.to_vec()))
     }
 

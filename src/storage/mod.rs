@@ -169,6 +169,21 @@ pub trait BlobStore: Send + Sync {
     /// For operators' checks and tests, not the render path.
     async fn get(&self, key: &StorageKey, url: &url::Url) -> Result<Option<Vec<u8>>, StorageError>;
 
+    /// Whether [`BlobStore::get_by_key`] can find objects: true for backends that address
+    /// objects by key (local disk, S3, memory), false for those that address them by the URL a
+    /// put answered (Cloudinary).
+    fn reads_by_key(&self) -> bool {
+        false
+    }
+
+    /// Reads the object of `key` without the URL its put answered; `None` when it is not there
+    /// or when the backend cannot read by key (see [`BlobStore::reads_by_key`]). The result
+    /// cache keeps a durable copy of its index this way.
+    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Deletes the object of `key`; deleting what is not there succeeds.
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError>;
 }

@@ -158,6 +158,14 @@ impl BlobStore for S3Store {
     }
 
     async fn get(&self, key: &StorageKey, _url: &url::Url) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get_by_key(key).await
+    }
+
+    fn reads_by_key(&self) -> bool {
+        true
+    }
+
+    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError> {
         let path = Path::from(self.object_key(key));
         let _permit = self.in_flight.acquire().await.ok();
         match self.bucket.get(&path).await {

@@ -9,7 +9,7 @@ use bullmq::{Queue, QueueOptions};
 use serde_json::Value;
 
 use super::helpers::queue::{DEADLINE, HeldAssetServer, QueueSetup, payload};
-use super::helpers::{PgSchema, unique};
+use super::helpers::{PgSchema, sample, unique};
 
 /// A `redis-server` of this test alone, on a free port.
 struct PrivateRedis {
@@ -87,20 +87,6 @@ async fn readyz_becomes(base: &str, status: u16) -> Value {
         assert!(started.elapsed() < DEADLINE, "/readyz stayed {got}: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The value of one sample line of a Prometheus text exposition, e.g.
-/// `design_render_jobs_total{code="ok",outcome="completed"}`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-        let wanted = metric == name
-            && labels
-                .iter()
-                .all(|(label, value)| rest.contains(&format!("{label}=\"{value}\"")));
-        wanted.then(|| value.parse().ok()).flatten()
-    })
 }
 
 /// Every line is a comment (`# HELP`/`# TYPE` with a metric name) or a sample: a metric name,

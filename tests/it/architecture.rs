@@ -114,6 +114,8 @@ const ADAPTERS: &[(&str, &str)] = &[
     ("S3Store", "src/storage/s3.rs"),
     ("LocalFallback", "src/storage/fallback.rs"),
     ("RedisTenantLimiter", "src/tenancy/redis.rs"),
+    ("RedisCacheIndex", "src/cache/redis.rs"),
+    ("MemoryCacheIndex", "src/cache/memory.rs"),
     ("QueueOperations", "src/queue/operations.rs"),
     ("MemoryTenantLimiter", "src/tenancy/memory.rs"),
     ("HttpAssets", "src/assets/http.rs"),

@@ -472,3 +472,44 @@ async fn a_batch_renders_every_good_line_and_names_the_bad_ones() {
         assert_eq!(store.get(&id).await.unwrap().unwrap().status, DesignStatus::Completed);
     }
 }
+
+/// The built-in fill is deterministic, so `render` reuses an identical earlier render by default,
+/// across runs of the command (through the manifest kept in local storage); `--no-cache` renders
+/// again.
+#[test]
+fn an_identical_render_is_reused_across_runs_unless_no_cache_is_given() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = dir.path().join("base.png");
+    let mask = dir.path().join("mask.png");
+    std::fs::write(&base, super::helpers::gradient_png(64, 48)).unwrap();
+    std::fs::write(&mask, super::helpers::square_mask_png(64, 48)).unwrap();
+    let run = |design: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--base",
+            base.to_str().unwrap(),
+            "--mask",
+            mask.to_str().unwrap(),
+            "--prompt",
+            "brick",
+            "--design-id",
+            design,
+        ];
+        args.extend_from_slice(extra);
+        let output = render(dir.path(), &args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let json = |text: String| -> serde_json::Value { serde_json::from_str(text.trim()).expect("one JSON object") };
+    let first = json(run("cached-1", &["--json"]));
+    assert_eq!(first["metadata"]["cache"]["hit"], false);
+    let second = json(run("cached-2", &["--json"]));
+    assert_eq!(second["metadata"]["cache"]["hit"], true, "{second}");
+    assert_eq!(second["metadata"]["cache"]["sourceDesignId"], "cached-1");
+    assert_eq!(second["metadata"]["cache"]["key"], first["metadata"]["cache"]["key"]);
+    assert_eq!(second["compositeTextureUrl"], first["compositeTextureUrl"]);
+    let summary = run("cached-3", &[]);
+    assert!(summary.contains("reused the render of design cached-1"), "{summary}");
+    let fresh = json(run("cached-4", &["--no-cache", "--json"]));
+    assert!(fresh["metadata"].get("cache").is_none(), "{fresh}");
+    assert!(fresh["metadata"]["postprocess"].is_object());
+}

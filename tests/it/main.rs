@@ -3,6 +3,7 @@
 mod admin;
 mod architecture;
 mod bull_board;
+mod cache;
 mod cli;
 mod cluster;
 mod conformance;

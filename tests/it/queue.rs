@@ -815,3 +815,64 @@ async fn enqueue_batch_adds_the_good_lines_in_order_and_names_the_bad_ones() {
     assert_eq!(by_id(&ids[1])["data"]["designId"], designs[2].as_str());
     assert_eq!(by_id(&ids[0])["attempts"], 2);
 }
+
+/// `--as-flow`: one parent job that runs once every render finished (one of three fails for
+/// good: its design does not exist) and publishes one batch event with the counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_batch_as_flow_announces_the_batch_once_every_render_finished() {
+    super::helpers::init();
+    let schema = PgSchema::new().await;
+    let setup = QueueSetup::new("enqueue-flow");
+    let assets = asset_server(Duration::ZERO).await;
+    let url = format!("{}/base.png", assets.uri());
+    let designs: Vec<String> = (0..3).map(|i| unique(&format!("flow-{i}"))).collect();
+    for design in &designs[..2] {
+        schema.insert_design(design, "tenant-f").await;
+    }
+    let lines: Vec<String> = designs
+        .iter()
+        .map(|design| payload(design, "tenant-f", &url).to_string())
+        .collect();
+    let batch = setup.dir.path().join("flow.jsonl");
+    std::fs::write(&batch, lines.join("\n")).unwrap();
+    let output = enqueue_command(&setup)
+        .args(["--batch", batch.to_str().unwrap(), "--as-flow", "--attempts", "1"])
+        .output()
+        .expect("enqueue runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let mut printed = stdout.lines();
+    let parent = printed
+        .next()
+        .and_then(|line| line.strip_prefix("batch "))
+        .unwrap_or_else(|| panic!("the parent id comes first: {stdout}"))
+        .to_owned();
+    let children: Vec<&str> = printed.collect();
+    assert_eq!(children.len(), 3, "{stdout}");
+
+    let mut published = PublishedEvents::subscribe().await;
+    let queue = Queue::with_options(&setup.queue, setup.queue_options()).await.unwrap();
+    assert_eq!(
+        queue.get_job_state(&parent).await.unwrap(),
+        JobState::WaitingChildren,
+        "the batch runs only after its renders"
+    );
+    let _worker = setup.spawn_worker(&schema.url(), &[]);
+    let event = published.wait_for_batch(&parent).await;
+    assert_eq!(
+        (&event["total"], &event["completed"], &event["failed"]),
+        (&json!(3), &json!(2), &json!(1)),
+        "{event}"
+    );
+    assert_eq!(event["costCents"], 0);
+    assert_eq!(event["failures"][0]["designId"], designs[2].as_str());
+    let reason = event["failures"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("[design_not_found]"), "{reason}");
+    for design in &designs[..2] {
+        assert_eq!(schema.design(design).await.status, DesignStatus::Completed);
+    }
+    let finished = queue.get_job(&parent).await.unwrap().expect("the batch job");
+    let returned: serde_json::Value = serde_json::from_str(finished.returnvalue()).expect("JSON return value");
+    assert_eq!(returned, event, "the job returns the event");
+    queue.close().await;
+}

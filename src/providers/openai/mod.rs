@@ -161,6 +161,16 @@ impl ImageEditor for OpenAiEditor {
         NAME
     }
 
+    fn identity(&self) -> Option<super::EditorIdentity> {
+        Some(super::EditorIdentity {
+            provider: NAME,
+            model: self.settings.model.clone(),
+            // Size and quality come from the job's options, which the key holds already.
+            settings: format!("endpoint={}", self.settings.base_url),
+            deterministic: false,
+        })
+    }
+
     async fn edit(&self, request: EditRequest<'_>) -> Result<EditResponse, ProviderError> {
         let model = self.settings.model.as_str();
         let prompt = request.prompt.as_str();

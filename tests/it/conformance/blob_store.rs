@@ -62,6 +62,14 @@ pub async fn a_put_returns_a_url_for_the_key_and_stores_the_bytes(subject: &dyn 
         store.get(&preview, &stored.url).await.expect("get").as_deref(),
         Some(&b"png bytes"[..])
     );
+    let by_key = store.get_by_key(&preview).await.expect("get by key");
+    if store.reads_by_key() {
+        assert_eq!(by_key.as_deref(), Some(&b"png bytes"[..]));
+        let absent = asset_key("tenant-a", "d-404", AssetKind::Preview);
+        assert_eq!(store.get_by_key(&absent).await.expect("get by key"), None);
+    } else {
+        assert_eq!(by_key, None, "a backend that cannot read by key found an object");
+    }
 }
 
 pub async fn a_second_put_of_a_key_replaces_the_bytes(subject: &dyn BlobStoreUnderTest) {

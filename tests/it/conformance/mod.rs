@@ -7,5 +7,6 @@
 //! fails by adapter name, e.g. `conformance::design_store::sqlite::…`.
 
 mod blob_store;
+mod cache_index;
 mod design_store;
 mod tenant_limiter;

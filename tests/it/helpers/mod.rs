@@ -114,3 +114,17 @@ pub fn unique(label: &str) -> String {
 pub fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("serialisable")
 }
+
+/// The value of one sample line of a Prometheus text exposition, e.g.
+/// `design_render_jobs_total{code="ok",outcome="completed"}`.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+        let wanted = metric == name
+            && labels
+                .iter()
+                .all(|(label, value)| rest.contains(&format!("{label}=\"{value}\"")));
+        wanted.then(|| value.parse().ok()).flatten()
+    })
+}

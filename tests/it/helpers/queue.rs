@@ -87,6 +87,9 @@ impl QueueSetup {
             .env("STORAGE_DIR", self.dir.path().join("storage"))
             .env("ALLOW_PRIVATE_ASSET_HOSTS", "127.0.0.1")
             .env("PREVIEW_SIZE", "64")
+            // Off, so tests that send identical inputs see each render; the cache's tests turn
+            // it on.
+            .env("RESULT_CACHE", "off")
             // A free port each: workers of parallel tests must not share the admin server's.
             .env("ADMIN_ADDR", "127.0.0.1:0")
             // No RUST_LOG: the worker's default level (info) is what tests that wait for a log
@@ -324,6 +327,7 @@ impl PublishedEvents {
         let mut pubsub = client.get_async_pubsub().await.expect("pubsub");
         pubsub.subscribe("design.render.completed").await.unwrap();
         pubsub.subscribe("design.render.failed").await.unwrap();
+        pubsub.subscribe(design_render::events::BATCH_COMPLETED).await.unwrap();
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut messages = pubsub.into_on_message();
@@ -344,9 +348,23 @@ impl PublishedEvents {
 
     /// Waits for the event of `design` with the given name (already received or still to come).
     pub async fn wait_for(&mut self, design: &str, event: &str) -> Value {
-        let matches = |value: &Value| value["designId"] == design && value["event"] == event;
+        self.wait_until(|value| value["designId"] == design && value["event"] == event)
+            .await
+            .unwrap_or_else(|| panic!("no {event} event for {design}"))
+    }
+
+    /// Waits for the `design.render.batch.completed` event of the batch job `job_id`.
+    pub async fn wait_for_batch(&mut self, job_id: &str) -> Value {
+        self.wait_until(|value| value["jobId"] == job_id && value["event"] == design_render::events::BATCH_COMPLETED)
+            .await
+            .unwrap_or_else(|| panic!("no batch event for {job_id}"))
+    }
+
+    /// The first event (already received or still to come) that `matches`; `None` after the
+    /// deadline.
+    async fn wait_until(&mut self, matches: impl Fn(&Value) -> bool) -> Option<Value> {
         if let Some(found) = self.seen.iter().find(|v| matches(v)) {
-            return found.clone();
+            return Some(found.clone());
         }
         let receiver = &mut self.receiver;
         let seen = &mut self.seen;
@@ -360,7 +378,7 @@ impl PublishedEvents {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("no {event} event for {design}"))
+        .ok()
     }
 
     /// Every event received so far about `design`, after draining what is queued.

@@ -75,6 +75,7 @@ impl TestWorker {
                 },
                 prompt_max_chars: 4000,
             },
+            cache: None,
         };
         let worker = RenderWorker {
             pipeline,
@@ -111,6 +112,7 @@ impl TestWorker {
                 job_name: "render".to_owned(),
                 enqueued_at_ms: 1_765_000_000_000,
                 trace_carrier: None,
+                children: None,
             })
             .await
     }

@@ -66,6 +66,9 @@ pub struct CloudinaryConfig {
     /// `CLOUDINARY_UPLOAD_PREFIX` (default `https://api.cloudinary.com`): regional API hosts and
     /// tests.
     pub upload_prefix: url::Url,
+    /// `CLOUDINARY_DELIVERY_PREFIX` (default `https://res.cloudinary.com`): where delivery URLs
+    /// start, for reading an object by its key (a CNAME host, tests).
+    pub delivery_prefix: url::Url,
     /// `CLOUDINARY_FOLDER`: prefixed to every public id.
     pub folder: Option<String>,
     /// `CLOUDINARY_SIGNATURE_ALGORITHM`: `sha1` (default) or `sha256` for accounts restricted
@@ -216,6 +219,12 @@ impl CloudinaryConfig {
                 None => http_url("CLOUDINARY_UPLOAD_PREFIX", "https://api.cloudinary.com")?,
             },
         };
+        let delivery_prefix = http_url(
+            "CLOUDINARY_DELIVERY_PREFIX",
+            vars.get("CLOUDINARY_DELIVERY_PREFIX")
+                .as_deref()
+                .map_or("https://res.cloudinary.com", str::trim),
+        )?;
         let folder = vars
             .get("CLOUDINARY_FOLDER")
             .map(|text| text.trim().trim_matches('/').to_owned())
@@ -243,6 +252,7 @@ impl CloudinaryConfig {
             api_key,
             api_secret,
             upload_prefix,
+            delivery_prefix,
             folder,
             signature,
         })
@@ -411,7 +421,14 @@ mod tests {
             ("acme", "1234", "s/cr3t")
         );
         assert_eq!(cloudinary.upload_prefix.as_str(), "https://api-eu.cloudinary.com/");
+        assert_eq!(cloudinary.delivery_prefix.as_str(), "https://res.cloudinary.com/");
         assert_eq!(cloudinary.signature, SignatureAlgorithm::Sha1);
+        let error = config(&[
+            ("CLOUDINARY_URL", "cloudinary://1234:secret@acme"),
+            ("CLOUDINARY_DELIVERY_PREFIX", "ftp://media.example.com"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.var, "CLOUDINARY_DELIVERY_PREFIX");
 
         // The spec's three variables, one missing: the error names it.
         let error = config(&[("CLOUDINARY_CLOUD_NAME", "acme"), ("CLOUDINARY_API_KEY", "1234")]).unwrap_err();

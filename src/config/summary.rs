@@ -7,12 +7,13 @@ use std::fmt::Write as _;
 use super::{Config, DatabaseConfig, Migrations, PrivateHostPolicy, Secret, StorageBackend};
 
 /// Variables that are read only by one storage backend, and what the others say about them.
-const CLOUDINARY_ONLY: [&str; 7] = [
+const CLOUDINARY_ONLY: [&str; 8] = [
     "CLOUDINARY_URL",
     "CLOUDINARY_CLOUD_NAME",
     "CLOUDINARY_API_KEY",
     "CLOUDINARY_API_SECRET",
     "CLOUDINARY_UPLOAD_PREFIX",
+    "CLOUDINARY_DELIVERY_PREFIX",
     "CLOUDINARY_FOLDER",
     "CLOUDINARY_SIGNATURE_ALGORITHM",
 ];

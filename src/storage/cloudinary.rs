@@ -1,7 +1,11 @@
-//! Cloudinary: signed multipart uploads to `<upload prefix>/v1_1/<cloud>/image/upload`.
+//! Cloudinary: signed multipart uploads to `<upload prefix>/v1_1/<cloud>/<type>/upload`.
 //!
-//! The public id is the storage key without its `.png` extension (Cloudinary adds the format),
-//! under `CLOUDINARY_FOLDER` when set, and `overwrite=1` makes a re-run rewrite the same asset.
+//! PNG keys are `image` assets whose public id is the key without `.png` (Cloudinary adds the
+//! format); any other key (the result cache's JSON manifests) is a `raw` asset whose public id
+//! keeps its extension. Public ids go under `CLOUDINARY_FOLDER` when set, and `overwrite=1`
+//! makes a re-run rewrite the same asset. An object is read back by its key through the
+//! unversioned delivery URL `<delivery prefix>/<cloud>/<type>/upload/<public id>[.png]`.
+//!
 //! Every request is signed just before it is sent, retries included (signatures go stale after
 //! an hour): the signed parameters sorted by name as `k=v` joined with `&` (each `&` inside a
 //! pair escaped as `%26`), the API secret appended, hashed with SHA-1 (or SHA-256).
@@ -31,6 +35,15 @@ pub struct CloudinaryStore {
     reported: Mutex<HashSet<String>>,
 }
 
+/// How Cloudinary holds the object of one key.
+struct Asset {
+    /// `image` or `raw`: a path segment of every endpoint and delivery URL.
+    resource_type: &'static str,
+    public_id: String,
+    /// What delivery URLs append to the public id (`.png` for images, nothing for raw files).
+    extension: &'static str,
+}
+
 /// A failed attempt: whether another may succeed, and what happened.
 enum Failure {
     Transient(String),
@@ -49,21 +62,47 @@ impl CloudinaryStore {
         })
     }
 
-    /// The public id of a key: the folder, then the key without `.png`.
-    fn public_id(&self, key: &StorageKey) -> String {
-        let id = key.as_str().strip_suffix(".png").unwrap_or(key.as_str());
-        match &self.config.folder {
+    /// Where the object of `key` lives: PNGs are images without their extension, anything
+    /// else a raw file with it, under the folder.
+    fn asset(&self, key: &StorageKey) -> Asset {
+        let (resource_type, id, extension) = match key.as_str().strip_suffix(".png") {
+            Some(id) => ("image", id, ".png"),
+            None => ("raw", key.as_str(), ""),
+        };
+        let public_id = match &self.config.folder {
             Some(folder) => format!("{folder}/{id}"),
             None => id.to_owned(),
+        };
+        Asset {
+            resource_type,
+            public_id,
+            extension,
         }
     }
 
-    fn endpoint(&self, action: &str) -> String {
+    fn endpoint(&self, asset: &Asset, action: &str) -> String {
         format!(
-            "{}/v1_1/{}/image/{action}",
+            "{}/v1_1/{}/{}/{action}",
             self.config.upload_prefix.as_str().trim_end_matches('/'),
-            self.config.cloud_name
+            self.config.cloud_name,
+            asset.resource_type
         )
+    }
+
+    /// The unversioned delivery URL of an asset, which serves its latest version.
+    fn delivery_url(&self, key: &StorageKey, asset: &Asset) -> Result<url::Url, StorageError> {
+        let text = format!(
+            "{}/{}/{}/upload/{}{}",
+            self.config.delivery_prefix.as_str().trim_end_matches('/'),
+            self.config.cloud_name,
+            asset.resource_type,
+            asset.public_id,
+            asset.extension
+        );
+        url::Url::parse(&text).map_err(|error| StorageError::Rejected {
+            key: key.clone(),
+            reason: format!("no delivery URL: {error}"),
+        })
     }
 
     /// Runs `attempt` until it succeeds, fails permanently, or the retries are spent; waits
@@ -128,8 +167,16 @@ impl CloudinaryStore {
         params
     }
 
-    async fn upload_once(&self, public_id: &str, bytes: &bytes::Bytes) -> Result<url::Url, Failure> {
-        let params = self.signed(vec![("overwrite", "1".to_owned()), ("public_id", public_id.to_owned())]);
+    async fn upload_once(
+        &self,
+        asset: &Asset,
+        bytes: &bytes::Bytes,
+        content_type: &'static str,
+    ) -> Result<url::Url, Failure> {
+        let params = self.signed(vec![
+            ("overwrite", "1".to_owned()),
+            ("public_id", asset.public_id.clone()),
+        ]);
         let form = params
             .into_iter()
             .fold(reqwest::multipart::Form::new(), |form, (name, value)| {
@@ -137,12 +184,12 @@ impl CloudinaryStore {
             });
         // `Bytes` clones share the buffer: a retry sends the same memory again.
         let file = reqwest::multipart::Part::stream_with_length(reqwest::Body::from(bytes.clone()), bytes.len() as u64)
-            .file_name("file.png")
-            .mime_str("image/png")
+            .file_name(format!("file{}", asset.extension))
+            .mime_str(content_type)
             .map_err(|error| Failure::Permanent(format!("invalid content type: {error}")))?;
         let response = self
             .client
-            .post(self.endpoint("upload"))
+            .post(self.endpoint(asset, "upload"))
             .timeout(self.transport.timeout)
             .multipart(form.part("file", file))
             .traced()
@@ -162,10 +209,10 @@ impl CloudinaryStore {
             .map_err(|error| Failure::Transient(format!("secure_url `{}` is not a URL: {error}", answer.secure_url)))
     }
 
-    async fn destroy_once(&self, public_id: &str) -> Result<(), Failure> {
+    async fn destroy_once(&self, asset: &Asset) -> Result<(), Failure> {
         let params = self.signed(vec![
             ("invalidate", "1".to_owned()),
-            ("public_id", public_id.to_owned()),
+            ("public_id", asset.public_id.clone()),
         ]);
         let form = params
             .into_iter()
@@ -174,7 +221,7 @@ impl CloudinaryStore {
             });
         let response = self
             .client
-            .post(self.endpoint("destroy"))
+            .post(self.endpoint(asset, "destroy"))
             .timeout(self.transport.timeout)
             .multipart(form)
             .traced()
@@ -189,6 +236,31 @@ impl CloudinaryStore {
         if status.is_success() {
             // `{"result":"ok"}`, or `{"result":"not found"}` for what is already gone.
             Ok(())
+        } else {
+            Err(classify(status, &body))
+        }
+    }
+
+    /// One GET of a delivery URL; a 404 is an absent object.
+    async fn fetch_once(&self, url: &url::Url) -> Result<Option<Vec<u8>>, Failure> {
+        let response = self
+            .client
+            .get(url.clone())
+            .timeout(self.transport.timeout)
+            .traced()
+            .send()
+            .await
+            .map_err(|error| Failure::Transient(describe_send_error(error)))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| Failure::Transient(describe_send_error(error)))?;
+        if status.is_success() {
+            Ok(Some(body.to_vec()))
         } else {
             Err(classify(status, &body))
         }
@@ -210,10 +282,12 @@ impl BlobStore for CloudinaryStore {
         &self,
         key: &StorageKey,
         bytes: bytes::Bytes,
-        _content_type: &'static str,
+        content_type: &'static str,
     ) -> Result<Stored, StorageError> {
-        let public_id = self.public_id(key);
-        let url = self.with_retries(key, || self.upload_once(&public_id, &bytes)).await?;
+        let asset = self.asset(key);
+        let url = self
+            .with_retries(key, || self.upload_once(&asset, &bytes, content_type))
+            .await?;
         Ok(Stored {
             url,
             backend: NAME,
@@ -222,35 +296,21 @@ impl BlobStore for CloudinaryStore {
     }
 
     async fn get(&self, key: &StorageKey, url: &url::Url) -> Result<Option<Vec<u8>>, StorageError> {
-        self.with_retries(key, || async {
-            let response = self
-                .client
-                .get(url.clone())
-                .timeout(self.transport.timeout)
-                .traced()
-                .send()
-                .await
-                .map_err(|error| Failure::Transient(describe_send_error(error)))?;
-            let status = response.status();
-            if status == reqwest::StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            let body = response
-                .bytes()
-                .await
-                .map_err(|error| Failure::Transient(describe_send_error(error)))?;
-            if status.is_success() {
-                Ok(Some(body.to_vec()))
-            } else {
-                Err(classify(status, &body))
-            }
-        })
-        .await
+        self.with_retries(key, || self.fetch_once(url)).await
+    }
+
+    fn reads_by_key(&self) -> bool {
+        true
+    }
+
+    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError> {
+        let url = self.delivery_url(key, &self.asset(key))?;
+        self.with_retries(key, || self.fetch_once(&url)).await
     }
 
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError> {
-        let public_id = self.public_id(key);
-        self.with_retries(key, || self.destroy_once(&public_id)).await
+        let asset = self.asset(key);
+        self.with_retries(key, || self.destroy_once(&asset)).await
     }
 }
 

@@ -170,8 +170,8 @@ pub trait BlobStore: Send + Sync {
     async fn get(&self, key: &StorageKey, url: &url::Url) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Whether [`BlobStore::get_by_key`] can find objects: true for backends that address
-    /// objects by key (local disk, S3, memory), false for those that address them by the URL a
-    /// put answered (Cloudinary).
+    /// objects by key or can derive the URL of one (every backend here), false for those that
+    /// only know the URL a put answered.
     fn reads_by_key(&self) -> bool {
         false
     }

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use bullmq::Queue;
 use design_render::app::Mode;
-use design_render::config::{CacheMode, Config, Secret};
+use design_render::config::{CacheMode, Config, Secret, StorageBackend};
 use design_render::job::RenderRequest;
 use design_render::pipeline::{Pipeline, RenderOutput, Silent};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer};
 
+use super::helpers::cloudinary::{API_SECRET, CLOUD, CloudinaryMock};
 use super::helpers::queue::{HeldAssetServer, QueueSetup, await_completed, payload};
 use super::helpers::{self, PgSchema, edits_ok, unique};
 
@@ -305,4 +306,41 @@ async fn two_workers_rendering_one_key_at_once_pay_for_one_call() {
         totals[2] += counted("design_render_result_cache_saved_microcents_total", &[]);
     }
     assert_eq!(totals, [1.0, 1.0, CALL_MICRO_CENTS as f64]);
+}
+
+/// On Cloudinary the durable manifest is a raw asset beside the images, and a worker whose
+/// index is empty (a restart, a flushed Redis) reads it back through the delivery URL.
+#[tokio::test]
+async fn on_cloudinary_a_restarted_worker_finds_the_manifest_through_the_delivery_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let mock = CloudinaryMock::start().await;
+    let mut config = Config::for_tests(dir.path());
+    config.storage.backend = StorageBackend::Cloudinary(mock.storage(API_SECRET));
+    // The built-in fill is deterministic, so the default mode caches it.
+    config.result_cache.mode = CacheMode::Auto;
+
+    let first = render(&pipeline(&config).await, dir.path(), "design-1", &SAME).await;
+    let key = cache_of(&first)["key"].as_str().unwrap().to_owned();
+    let manifest = mock
+        .held("raw", &format!("cache/tenant-1/{key}.json"))
+        .expect("the manifest is a raw asset with its extension");
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    assert_eq!(manifest["sourceDesignId"], "design-1", "{manifest}");
+    let uploads = mock.upload_statuses().len();
+    assert_eq!(uploads, 4, "three images and the manifest");
+
+    let restarted = pipeline(&config).await;
+    let second = render(&restarted, dir.path(), "design-2", &SAME).await;
+    let cache = cache_of(&second);
+    assert_eq!(cache["hit"], true, "{cache}");
+    assert_eq!(cache["sourceDesignId"], "design-1");
+    assert_eq!(second.composite_texture_url, first.composite_texture_url);
+    assert!(
+        first
+            .composite_texture_url
+            .contains(&format!("/{CLOUD}/image/upload/v")),
+        "{}",
+        first.composite_texture_url
+    );
+    assert_eq!(mock.upload_statuses().len(), uploads, "a hit uploaded again");
 }

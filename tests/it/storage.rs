@@ -35,14 +35,7 @@ fn request(design: &str) -> design_render::job::RenderRequest {
 
 fn cloudinary_config(dir: &std::path::Path, mock: &CloudinaryMock, secret: &str, fallback: bool) -> Config {
     let mut config = Config::for_tests(dir);
-    config.storage.backend = StorageBackend::Cloudinary(CloudinaryConfig {
-        cloud_name: CLOUD.into(),
-        api_key: API_KEY.into(),
-        api_secret: Secret::new(secret),
-        upload_prefix: url::Url::parse(&mock.prefix()).expect("url"),
-        folder: None,
-        signature: SignatureAlgorithm::Sha1,
-    });
+    config.storage.backend = StorageBackend::Cloudinary(mock.storage(secret));
     config.storage.retries = 2;
     config.storage.fallback_to_local = Some(fallback);
     config

@@ -62,14 +62,47 @@ pub async fn a_put_returns_a_url_for_the_key_and_stores_the_bytes(subject: &dyn 
         store.get(&preview, &stored.url).await.expect("get").as_deref(),
         Some(&b"png bytes"[..])
     );
-    let by_key = store.get_by_key(&preview).await.expect("get by key");
-    if store.reads_by_key() {
-        assert_eq!(by_key.as_deref(), Some(&b"png bytes"[..]));
-        let absent = asset_key("tenant-a", "d-404", AssetKind::Preview);
-        assert_eq!(store.get_by_key(&absent).await.expect("get by key"), None);
-    } else {
-        assert_eq!(by_key, None, "a backend that cannot read by key found an object");
-    }
+    assert!(store.reads_by_key(), "every backend here reads objects by key");
+    assert_eq!(
+        store.get_by_key(&preview).await.expect("get by key").as_deref(),
+        Some(&b"png bytes"[..])
+    );
+    let absent = asset_key("tenant-a", "d-404", AssetKind::Preview);
+    assert_eq!(store.get_by_key(&absent).await.expect("get by key"), None);
+}
+
+/// The result cache keeps JSON manifests beside the images and reads them back by key alone.
+pub async fn a_json_object_is_read_back_by_its_key_apart_from_an_image_of_the_same_name(
+    subject: &dyn BlobStoreUnderTest,
+) {
+    let store = subject.store();
+    let name = "cache/tenant-a/5f0c7a3e9b2d4c18a6e1f0b9d8c7a6e5f4d3c2b1a0918273645546372819a0b1";
+    let (manifest, image) = (key(&format!("{name}.json")), key(&format!("{name}.png")));
+    let body = br#"{"designId":"d-1","composite":"https://cdn.example.com/c.png"}"#;
+    let stored = store
+        .put(&manifest, Bytes::from_static(body), "application/json")
+        .await
+        .expect("put succeeds");
+    store
+        .put(&image, Bytes::from_static(b"png bytes"), "image/png")
+        .await
+        .expect("put succeeds");
+    assert_eq!(subject.stored(&manifest, &stored.url).await.as_deref(), Some(&body[..]));
+    assert_eq!(
+        store.get_by_key(&manifest).await.expect("get by key").as_deref(),
+        Some(&body[..])
+    );
+    assert_eq!(
+        store.get_by_key(&image).await.expect("get by key").as_deref(),
+        Some(&b"png bytes"[..])
+    );
+    store.delete(&manifest).await.expect("delete");
+    assert_eq!(store.get_by_key(&manifest).await.expect("get by key"), None);
+    assert_eq!(
+        store.get_by_key(&image).await.expect("get by key").as_deref(),
+        Some(&b"png bytes"[..]),
+        "deleting the manifest took the image with it"
+    );
 }
 
 pub async fn a_second_put_of_a_key_replaces_the_bytes(subject: &dyn BlobStoreUnderTest) {
@@ -167,6 +200,7 @@ macro_rules! blob_store_conformance {
     () => {
         blob_store_conformance!(
             a_put_returns_a_url_for_the_key_and_stores_the_bytes,
+            a_json_object_is_read_back_by_its_key_apart_from_an_image_of_the_same_name,
             a_second_put_of_a_key_replaces_the_bytes,
             distinct_keys_do_not_collide,
             concurrent_puts_of_one_key_all_succeed,
@@ -256,12 +290,12 @@ mod cloudinary {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use design_render::config::{CloudinaryConfig, Secret, SignatureAlgorithm};
+    use design_render::config::CloudinaryConfig;
     use design_render::storage::cloudinary::CloudinaryStore;
     use design_render::storage::{BlobStore, StorageKey, Transport};
 
     use super::BlobStoreUnderTest;
-    use crate::helpers::cloudinary::{API_KEY, API_SECRET, CLOUD, CloudinaryMock};
+    use crate::helpers::cloudinary::{API_SECRET, CLOUD, CloudinaryMock};
 
     struct Cloudinary {
         mock: CloudinaryMock,
@@ -275,10 +309,16 @@ mod cloudinary {
         }
 
         async fn stored(&self, key: &StorageKey, url: &url::Url) -> Option<Vec<u8>> {
-            let public_id = key.as_str().strip_suffix(".png").unwrap_or(key.as_str());
-            let held = self.mock.asset(&format!("folder/{public_id}"));
+            let (resource_type, public_id) = match key.as_str().strip_suffix(".png") {
+                Some(id) => ("image", id),
+                None => ("raw", key.as_str()),
+            };
+            let held = self.mock.held(resource_type, &format!("folder/{public_id}"));
             if held.is_some() {
-                assert!(url.path().starts_with(&format!("/{CLOUD}/image/upload/v")), "{url}");
+                assert!(
+                    url.path().starts_with(&format!("/{CLOUD}/{resource_type}/upload/v")),
+                    "{url}"
+                );
             }
             assert!(
                 self.mock.upload_statuses().iter().all(|status| *status == 200),
@@ -297,12 +337,8 @@ mod cloudinary {
         design_render::http::ensure_tls_provider();
         CloudinaryStore::new(
             CloudinaryConfig {
-                cloud_name: CLOUD.into(),
-                api_key: API_KEY.into(),
-                api_secret: Secret::new(secret),
-                upload_prefix: url::Url::parse(&mock.prefix()).expect("url"),
                 folder: Some("folder".into()),
-                signature: SignatureAlgorithm::Sha1,
+                ..mock.storage(secret)
             },
             Transport {
                 connect_timeout: Duration::from_secs(2),
@@ -354,7 +390,12 @@ mod s3 {
             }
             assert!(response.status().is_success(), "{}", response.status());
             let headers = response.headers().clone();
-            assert_eq!(headers["content-type"], "image/png");
+            let content_type = if key.as_str().ends_with(".json") {
+                "application/json"
+            } else {
+                "image/png"
+            };
+            assert_eq!(headers["content-type"], content_type);
             assert_eq!(headers["cache-control"], "public, max-age=31536000, immutable");
             Some(response.bytes().await.expect("body").to_vec())
         }

@@ -1,13 +1,15 @@
 //! A loopback Cloudinary that behaves like the Upload API of `reference/cloudinary-upload.md`:
 //! it parses the multipart body, recomputes the signature from the received fields with the
 //! test secret (401 `Invalid Signature …` when it differs), refuses a timestamp more than an
-//! hour old (400 `Stale request …`), keeps each uploaded file under its public id, answers the
-//! documented success body with a `secure_url` that it also serves (GET), and destroys on
-//! request. It can be told to answer the next requests with an error status.
+//! hour old (400 `Stale request …`), keeps each uploaded file under its resource type (`image`
+//! or `raw`) and public id, answers the documented success body with a `secure_url` that it
+//! also serves (GET, with or without the version segment, as the delivery host does), and
+//! destroys on request. It can be told to answer the next requests with an error status.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use design_render::config::{CloudinaryConfig, Secret, SignatureAlgorithm};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub const CLOUD: &str = "acme-test";
@@ -17,7 +19,7 @@ pub const API_SECRET: &str = "cl0ud-s3cret-for-tests";
 /// What the mock received and holds.
 #[derive(Default)]
 struct State {
-    /// Public id → (bytes, version).
+    /// `<resource type>/<public id>` → (bytes, version).
     assets: HashMap<String, (Vec<u8>, u64)>,
     next_version: u64,
     /// Statuses to answer the next upload requests with, before any check.
@@ -52,9 +54,24 @@ impl CloudinaryMock {
         mock
     }
 
-    /// The upload prefix (`CLOUDINARY_UPLOAD_PREFIX`).
+    /// The upload prefix (`CLOUDINARY_UPLOAD_PREFIX`), which is also the delivery prefix
+    /// (`CLOUDINARY_DELIVERY_PREFIX`).
     pub fn prefix(&self) -> String {
         self.server.uri()
+    }
+
+    /// Storage settings that sign with `secret` and upload to (and read from) this mock.
+    pub fn storage(&self, secret: &str) -> CloudinaryConfig {
+        let prefix = url::Url::parse(&self.prefix()).expect("mock URL");
+        CloudinaryConfig {
+            cloud_name: CLOUD.into(),
+            api_key: API_KEY.into(),
+            api_secret: Secret::new(secret),
+            upload_prefix: prefix.clone(),
+            delivery_prefix: prefix,
+            folder: None,
+            signature: SignatureAlgorithm::Sha1,
+        }
     }
 
     /// Answers the next uploads with these statuses (a documented error body each), in order.
@@ -67,9 +84,15 @@ impl CloudinaryMock {
         self.lock().clock_skew = 7200;
     }
 
-    /// The bytes held under `public_id`.
+    /// The bytes of the image held under `public_id`.
     pub fn asset(&self, public_id: &str) -> Option<Vec<u8>> {
-        self.lock().assets.get(public_id).map(|(bytes, _)| bytes.clone())
+        self.held("image", public_id)
+    }
+
+    /// The bytes of the asset of `resource_type` (`image`, `raw`) held under `public_id`.
+    pub fn held(&self, resource_type: &str, public_id: &str) -> Option<Vec<u8>> {
+        let id = format!("{resource_type}/{public_id}");
+        self.lock().assets.get(&id).map(|(bytes, _)| bytes.clone())
     }
 
     /// The status of every upload answered so far, in order.
@@ -100,38 +123,29 @@ impl Respond for Responder {
     fn respond(&self, request: &Request) -> ResponseTemplate {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = request.url.path().to_owned();
-        let upload = format!("/v1_1/{CLOUD}/image/upload");
-        let destroy = format!("/v1_1/{CLOUD}/image/destroy");
-        let delivery = format!("/{CLOUD}/image/upload/");
         if request.method == wiremock::http::Method::GET {
-            // /<cloud>/image/upload/v<version>/<public id>.png
-            let Some(rest) = path.strip_prefix(&delivery) else {
-                return ResponseTemplate::new(404);
-            };
-            let public_id = rest
-                .split_once('/')
-                .map_or(rest, |(_, id)| id)
-                .strip_suffix(".png")
-                .unwrap_or_default();
-            return match state.assets.get(public_id) {
-                Some((bytes, _)) => ResponseTemplate::new(200).set_body_raw(bytes.clone(), "image/png"),
-                None => ResponseTemplate::new(404),
-            };
+            return deliver(&state, &path);
         }
-        if path != upload && path != destroy {
+        // /v1_1/<cloud>/<resource type>/<action>
+        let Some((resource_type, action)) = path
+            .strip_prefix(&format!("/v1_1/{CLOUD}/"))
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(resource_type, action)| {
+                matches!(*resource_type, "image" | "raw") && matches!(*action, "upload" | "destroy")
+            })
+        else {
             return error(404, "Resource not found");
-        }
+        };
+        let upload = action == "upload";
         let Some((mut fields, file)) = parse_multipart(request) else {
             return error(400, "Invalid request: expected multipart/form-data");
         };
         let answer = |fields: &HashMap<String, String>, status: u16, state: &mut State| {
-            if path == upload {
+            if upload {
                 state.uploads.push((fields.clone(), status));
             }
         };
-        if path == upload
-            && let Some(status) = state.planned.pop_front()
-        {
+        if upload && let Some(status) = state.planned.pop_front() {
             answer(&fields, status, &mut state);
             return error(status, "General Error");
         }
@@ -162,8 +176,9 @@ impl Respond for Responder {
             );
         }
         let public_id = fields.get("public_id").cloned().unwrap_or_default();
-        if path == destroy {
-            let result = if state.assets.remove(&public_id).is_some() {
+        let id = format!("{resource_type}/{public_id}");
+        if !upload {
+            let result = if state.assets.remove(&id).is_some() {
                 "ok"
             } else {
                 "not found"
@@ -174,30 +189,81 @@ impl Respond for Responder {
             answer(&fields, 400, &mut state);
             return error(400, "Missing required parameter - file");
         };
-        if fields.get("overwrite").map(String::as_str) != Some("1") && state.assets.contains_key(&public_id) {
+        let asset = Uploaded {
+            resource_type,
+            public_id: &public_id,
+        };
+        if fields.get("overwrite").map(String::as_str) != Some("1") && state.assets.contains_key(&id) {
             answer(&fields, 200, &mut state);
-            let (bytes, version) = &state.assets[&public_id];
-            return success(&self.base, &public_id, *version, bytes.len());
+            let (bytes, version) = &state.assets[&id];
+            return success(&self.base, &asset, *version, bytes.len());
         }
         state.next_version += 1;
         let version = state.next_version;
         let size = file.len();
-        state.assets.insert(public_id.clone(), (file, version));
+        state.assets.insert(id, (file, version));
         answer(&fields, 200, &mut state);
-        success(&self.base, &public_id, version, size)
+        success(&self.base, &asset, version, size)
     }
 }
 
-fn success(base: &str, public_id: &str, version: u64, bytes: usize) -> ResponseTemplate {
-    let url = format!("{base}/{CLOUD}/image/upload/v{version}/{public_id}.png");
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({
+/// A GET of a delivery URL, `/<cloud>/<resource type>/upload/[v<version>/]<public id>`, with
+/// `.png` after an image's public id.
+fn deliver(state: &State, path: &str) -> ResponseTemplate {
+    let Some((resource_type, rest)) = path
+        .strip_prefix(&format!("/{CLOUD}/"))
+        .and_then(|rest| rest.split_once("/upload/"))
+    else {
+        return ResponseTemplate::new(404);
+    };
+    let rest = match rest.split_once('/') {
+        Some((version, id))
+            if version
+                .strip_prefix('v')
+                .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            id
+        }
+        _ => rest,
+    };
+    let public_id = match resource_type {
+        "image" => rest.strip_suffix(".png"),
+        "raw" => Some(rest),
+        _ => None,
+    };
+    let content_type = if resource_type == "image" {
+        "image/png"
+    } else {
+        "application/octet-stream"
+    };
+    match public_id.and_then(|id| state.assets.get(&format!("{resource_type}/{id}"))) {
+        Some((bytes, _)) => ResponseTemplate::new(200).set_body_raw(bytes.clone(), content_type),
+        None => ResponseTemplate::new(404),
+    }
+}
+
+/// The asset an upload stored.
+struct Uploaded<'a> {
+    resource_type: &'a str,
+    public_id: &'a str,
+}
+
+fn success(base: &str, asset: &Uploaded<'_>, version: u64, bytes: usize) -> ResponseTemplate {
+    let Uploaded {
+        resource_type,
+        public_id,
+    } = asset;
+    // Cloudinary adds an image's format to its URL; a raw file's public id has its extension.
+    let extension = if *resource_type == "image" { ".png" } else { "" };
+    let url = format!("{base}/{CLOUD}/{resource_type}/upload/v{version}/{public_id}{extension}");
+    let mut body = serde_json::json!({
         "asset_id": format!("{:032x}", version),
         "public_id": public_id,
         "version": version,
         "version_id": format!("{:032x}", version ^ 0xabcdef),
         "signature": "0".repeat(40),
         "width": 64, "height": 64, "format": "png",
-        "resource_type": "image",
+        "resource_type": resource_type,
         "created_at": "2026-12-07T12:00:00Z",
         "tags": [],
         "pages": 1,
@@ -209,7 +275,16 @@ fn success(base: &str, public_id: &str, version: u64, bytes: usize) -> ResponseT
         "secure_url": url,
         "original_filename": "file",
         "api_key": API_KEY,
-    }))
+    });
+    if *resource_type != "image"
+        && let Some(fields) = body.as_object_mut()
+    {
+        // A raw file has no dimensions, format or pages.
+        for image_only in ["width", "height", "format", "pages"] {
+            fields.remove(image_only);
+        }
+    }
+    ResponseTemplate::new(200).set_body_json(body)
 }
 
 /// The signed string: every field except `file`, `api_key`, `signature` (and empty ones),

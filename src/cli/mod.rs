@@ -46,6 +46,11 @@ pub enum Command {
     /// Only in builds with the `eval` cargo feature.
     #[cfg(feature = "eval")]
     EvalFill(EvalFillArgs),
+    /// Time the post-processing of one 2048² render on the inputs `benches/sharp/bench.js`
+    /// reads (writing them first), and print one JSON line: every iteration's milliseconds and
+    /// each output's PNG size. Only in builds with the `eval` cargo feature.
+    #[cfg(feature = "eval")]
+    BenchPostprocess(BenchPostprocessArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +89,17 @@ pub struct EvalFillArgs {
     /// Seed for textures, masks and the fill.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+}
+
+#[cfg(feature = "eval")]
+#[derive(Debug, Args)]
+pub struct BenchPostprocessArgs {
+    /// Timed iterations, after one untimed warm-up.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub iterations: u32,
+    /// Where the inputs are written and the outputs of the last iteration saved.
+    #[arg(long, default_value = "target/bench-inputs")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +216,66 @@ pub async fn run(cli: Cli, config: Config) -> Outcome {
         Command::Webhooks(command) => webhooks(command, config).await,
         #[cfg(feature = "eval")]
         Command::EvalFill(args) => eval_fill(&args),
+        #[cfg(feature = "eval")]
+        Command::BenchPostprocess(args) => bench_postprocess(&args),
+    }
+}
+
+#[cfg(feature = "eval")]
+fn bench_postprocess(args: &BenchPostprocessArgs) -> Outcome {
+    use crate::imaging::bench::Inputs;
+    let inputs = Inputs::generate();
+    // The libvips side (`benches/sharp/bench.js`) and `render` read the same files.
+    let saved = std::fs::create_dir_all(&args.dir)
+        .map_err(image::ImageError::IoError)
+        .and_then(|()| inputs.base.save(args.dir.join("base.png")))
+        .and_then(|()| inputs.generated.save(args.dir.join("generated.png")))
+        .and_then(|()| inputs.hole.save(args.dir.join("hole.png")));
+    if let Err(error) = saved {
+        return fail(
+            &format!("writing the inputs to {} failed: {error}", args.dir.display()),
+            Outcome::Failed,
+        );
+    }
+    let mut milliseconds = Vec::new();
+    let mut last = None;
+    for iteration in 0..=args.iterations {
+        let started = std::time::Instant::now();
+        match inputs.postprocess() {
+            Ok(assets) => last = Some(assets),
+            Err(error) => return fail(&error.to_string(), Outcome::Failed),
+        }
+        if iteration > 0 {
+            milliseconds.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let Some(assets) = last else {
+        return Outcome::Failed;
+    };
+    let outputs = [
+        ("composite", Some(&assets.composite)),
+        ("preview", Some(&assets.preview)),
+        ("normal", assets.normal_map.as_ref()),
+        ("roughness", assets.roughness_map.as_ref()),
+    ];
+    let mut bytes = serde_json::Map::new();
+    for (name, encoded) in outputs {
+        let Some(encoded) = encoded else { continue };
+        bytes.insert(name.to_owned(), encoded.png.len().into());
+        if let Err(error) = std::fs::write(args.dir.join(format!("design-render-{name}.png")), &encoded.png) {
+            return fail(&format!("writing the {name} output failed: {error}"), Outcome::Failed);
+        }
+    }
+    let line = serde_json::json!({
+        "side": "design-render",
+        "threads": rayon::current_num_threads(),
+        "ms": milliseconds,
+        "bytes": bytes,
+        "stages": assets.timings,
+    });
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Outcome::Success,
+        Err(_) => Outcome::Failed,
     }
 }
 

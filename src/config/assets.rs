@@ -48,7 +48,10 @@ impl AssetLimits {
             max_dimension: vars.parse_or("MAX_IMAGE_DIMENSION", defaults.max_dimension, |v| {
                 (64..=65_535).contains(v)
             })?,
-            max_pixels: vars.parse_or("MAX_IMAGE_PIXELS", defaults.max_pixels, |v| *v >= 4096)?,
+            // At most a gigapixel: 4 GB of RGBA, and the fill indexes pixels with 32 bits.
+            max_pixels: vars.parse_or("MAX_IMAGE_PIXELS", defaults.max_pixels, |v| {
+                (4096..=1_000_000_000).contains(v)
+            })?,
             connect_timeout: vars.millis_or("ASSET_CONNECT_TIMEOUT_MS", defaults.connect_timeout)?,
             timeout: vars.millis_or("ASSET_TIMEOUT_MS", defaults.timeout)?,
             max_redirects: vars.parse_or("ASSET_MAX_REDIRECTS", defaults.max_redirects, |v| *v <= 10)?,

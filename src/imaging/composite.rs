@@ -3,6 +3,21 @@
 use image::{GrayImage, RgbaImage};
 use rayon::prelude::*;
 
+/// Brings the provider's image to the base's size (Lanczos-3) and blends it in through the mask
+/// feathered by `feather_radius`. Without a mask the whole image is the provider's.
+pub fn compose(base: &RgbaImage, generated: RgbaImage, mask: Option<&GrayImage>, feather_radius: u32) -> RgbaImage {
+    let (width, height) = base.dimensions();
+    let generated = if generated.dimensions() == (width, height) {
+        generated
+    } else {
+        super::resize::resize_rgba(&generated, width, height)
+    };
+    match mask {
+        Some(mask) => blend(base, &generated, &feather(mask, feather_radius)),
+        None => generated,
+    }
+}
+
 /// Softens a mask's edge with two box-blur passes of `radius` (close to a Gaussian). Support is
 /// finite, so pixels farther than `2 * radius` from the mask stay exactly 0.
 pub fn feather(mask: &GrayImage, radius: u32) -> GrayImage {

@@ -5,10 +5,13 @@
 //! buffers and return new ones; the pipeline runs them on the blocking pool. Multi-core work
 //! goes through rayon.
 
+#[cfg(feature = "eval")]
+pub mod bench;
 pub mod codec;
 pub mod composite;
 pub mod inpaint;
 pub mod maps;
+mod png_bands;
 pub mod resize;
 
 use image::{GrayImage, RgbaImage};
@@ -178,18 +181,14 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
 
     let maps_started = std::time::Instant::now();
     let (width, height) = high_res_image.dimensions();
-    let (normal, roughness) = if spec.normal_map || spec.roughness_map {
-        let field = maps::height_field(high_res_image);
-        rayon::join(
-            || {
-                spec.normal_map
-                    .then(|| maps::normal_map(&field, width, height, spec.normal_strength))
-            },
-            || spec.roughness_map.then(|| maps::roughness_map(&field, width, height)),
-        )
-    } else {
-        (None, None)
-    };
+    let maps::Maps { normal, roughness } = maps::derive(
+        high_res_image,
+        maps::MapSpec {
+            normal: spec.normal_map,
+            roughness: spec.roughness_map,
+            normal_strength: spec.normal_strength,
+        },
+    );
     let maps_ms = elapsed_ms(maps_started);
 
     let encode_started = std::time::Instant::now();

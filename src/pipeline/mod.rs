@@ -297,7 +297,7 @@ impl Pipeline {
         let generated = std::mem::take(&mut edit.image);
         let assets = blocking(move || {
             let composite = tracing::info_span!("composite", width = base_size.0, height = base_size.1)
-                .in_scope(|| composite(&base, generated, mask.as_ref(), feather_radius));
+                .in_scope(|| imaging::composite::compose(&base, generated, mask.as_ref(), feather_radius));
             imaging::render_assets(&composite, &spec)
         })
         .await??;
@@ -671,21 +671,6 @@ struct UploadedUrls {
     normal_map: Option<url::Url>,
     roughness_map: Option<url::Url>,
     storage: StorageReport,
-}
-
-/// Brings the provider's image to the base's size and blends it in through the feathered mask.
-/// Without a mask the whole image is the provider's.
-fn composite(base: &RgbaImage, generated: RgbaImage, mask: Option<&GrayImage>, feather_radius: u32) -> RgbaImage {
-    let (width, height) = base.dimensions();
-    let generated = if generated.dimensions() == (width, height) {
-        generated
-    } else {
-        imaging::resize::resize_rgba(&generated, width, height)
-    };
-    match mask {
-        Some(mask) => imaging::composite::blend(base, &generated, &imaging::composite::feather(mask, feather_radius)),
-        None => generated,
-    }
 }
 
 /// Announces a step, unless the render has been asked to stop before it.

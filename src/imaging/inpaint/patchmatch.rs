@@ -107,7 +107,9 @@ pub fn patchmatch_fill(
 
     let level_count = pyramid.len();
     let mut em_iterations_run = 0;
-    let mut field: Option<(usize, usize, Vec<usize>)> = None;
+    // Matches are stored as u32 pixel indices, half the memory of usize: the decode limits
+    // (`MAX_IMAGE_PIXELS`, at most a gigapixel) keep every index below 2^32.
+    let mut field: Option<(usize, usize, Vec<u32>)> = None;
     for (level_index, mut level) in pyramid.into_iter().enumerate().rev() {
         let mut space = SearchSpace::new(&level, radius);
         if field.is_some() {
@@ -125,7 +127,7 @@ pub fn patchmatch_fill(
                 let nnf = space.upsample_field(&coarse_nnf, coarse_width, coarse_height, params.seed, level_index);
                 // The first estimate at a finer level comes from the upsampled field's
                 // uniform vote, which keeps the structure found at the coarser level.
-                level.pixels = space.vote(&level.pixels, &nnf, None, Vote::Uniform);
+                space.vote(&mut level.pixels, &nnf, Vote::Uniform);
                 nnf
             }
         };
@@ -138,25 +140,30 @@ pub fn patchmatch_fill(
         } else {
             params.em_iterations.max(1)
         };
+        let mut best_sources = None;
         for em in 0..iterations {
             let mut distance = space.distances(&level.pixels, &nnf);
             for sweep in 0..params.nnf_iterations {
                 let key = [params.seed, level_index as u64, u64::from(em), u64::from(sweep)];
                 space.improve(&level.pixels, &mut nnf, &mut distance, key, sweep % 2 == 1);
             }
-            level.pixels = if level_index == 0 && em + 1 == iterations {
-                space.copy_from_best_sources(&level.pixels, &nnf, &distance)
-            } else {
-                space.vote(&level.pixels, &nnf, Some(&distance), Vote::Weighted)
-            };
             em_iterations_run += 1;
+            if level_index == 0 && em + 1 == iterations {
+                best_sources = Some(space.best_sources(&nnf, &distance));
+            } else {
+                space.vote(&mut level.pixels, &nnf, Vote::Weighted(&distance));
+            }
         }
-        if level_index == 0 {
+        if let Some((holes, sources)) = best_sources {
+            // The field and its distances are spent: free them before the seam correction,
+            // the step of the fill that needs the most memory of its own.
+            drop(nnf);
+            let filled = space.copy_with_seam_correction(&level.pixels, &holes, &sources);
+            drop(level.pixels);
             let mut output = image.clone();
-            for ((out, value), &inside) in output.pixels_mut().zip(&level.pixels).zip(&level.hole) {
-                if inside {
-                    out.0.copy_from_slice(&value[..4]);
-                }
+            let samples: &mut [u8] = &mut output;
+            for (&index, texel) in holes.iter().zip(&filled) {
+                samples[index * 4..index * 4 + 4].copy_from_slice(&texel[..4]);
             }
             return Ok(FillOutcome {
                 image: output,
@@ -360,11 +367,12 @@ impl Level {
 /// The last pass at full resolution does not vote: it copies from the best-matching
 /// covering patch (see [`SearchSpace::best_sources`]).
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Vote {
+enum Vote<'a> {
     /// Plain average: used right after upsampling, when distances are not known yet.
     Uniform,
-    /// Wexler's similarity-weighted average, with the sharp scale of [`VOTE_SCALE`].
-    Weighted,
+    /// Wexler's similarity-weighted average of the matches with these patch distances, with
+    /// the sharp scale of [`VOTE_SCALE`].
+    Weighted(&'a [u32]),
 }
 
 /// Scale of the vote weights exp(-d / 2s) as a fraction of the 75th percentile of the
@@ -420,8 +428,9 @@ struct SearchSpace {
     /// Patch centres usable as sources: the whole patch is inside the image and outside
     /// the hole.
     source: Vec<bool>,
-    /// The indices of `source`, for uniform random picks.
-    sources: Vec<usize>,
+    /// The indices of `source`, for uniform random picks (u32: half the memory of usize, and
+    /// a level never has 2^32 pixels).
+    sources: Vec<u32>,
     /// Half-side of the first random-search window; it halves down to one pixel.
     search_window: usize,
 }
@@ -438,7 +447,7 @@ impl SearchSpace {
                     let index = y * width + x;
                     if !target[index] {
                         source[index] = true;
-                        sources.push(index);
+                        sources.extend(u32::try_from(index).ok());
                     }
                 }
             }
@@ -461,21 +470,22 @@ impl SearchSpace {
         if self.sources.is_empty() {
             return fallback;
         }
-        self.sources[random.below(self.sources.len())]
+        self.sources[random.below(self.sources.len())] as usize
     }
 
     /// Targets get a uniformly random source; every other pixel matches itself, which
     /// makes the field well defined everywhere without ever being used as a source.
-    fn random_field(&self, seed: u64, level_index: usize) -> Vec<usize> {
+    fn random_field(&self, seed: u64, level_index: usize) -> Vec<u32> {
         (0..self.width * self.height)
             .into_par_iter()
             .map(|index| {
-                if self.target[index] {
+                let source = if self.target[index] {
                     let mut random = SplitMix::keyed(&[seed, level_index as u64, u64::MAX, index as u64]);
                     self.random_source(&mut random, index)
                 } else {
                     index
-                }
+                };
+                source as u32
             })
             .collect()
     }
@@ -485,31 +495,32 @@ impl SearchSpace {
     /// an invalid source are replaced by a random valid one.
     fn upsample_field(
         &self,
-        coarse: &[usize],
+        coarse: &[u32],
         coarse_width: usize,
         coarse_height: usize,
         seed: u64,
         level_index: usize,
-    ) -> Vec<usize> {
+    ) -> Vec<u32> {
         (0..self.width * self.height)
             .into_par_iter()
             .map(|index| {
                 if !self.target[index] {
-                    return index;
+                    return index as u32;
                 }
                 let (x, y) = (index % self.width, index / self.width);
                 let (cx, cy) = ((x / 2).min(coarse_width - 1), (y / 2).min(coarse_height - 1));
-                let coarse_match = coarse[cy * coarse_width + cx];
+                let coarse_match = coarse[cy * coarse_width + cx] as usize;
                 let (sx, sy) = (coarse_match % coarse_width, coarse_match / coarse_width);
                 let fx = (2 * sx + x - 2 * cx).clamp(self.radius, self.width - 1 - self.radius);
                 let fy = (2 * sy + y - 2 * cy).clamp(self.radius, self.height - 1 - self.radius);
                 let candidate = fy * self.width + fx;
-                if self.source[candidate] {
+                let source = if self.source[candidate] {
                     candidate
                 } else {
                     let mut random = SplitMix::keyed(&[seed, level_index as u64, u64::MAX - 1, index as u64]);
                     self.random_source(&mut random, index)
-                }
+                };
+                source as u32
             })
             .collect()
     }
@@ -550,14 +561,14 @@ impl SearchSpace {
     }
 
     /// Current distance of every target to its match; non-targets get 0.
-    fn distances(&self, pixels: &[Texel], nnf: &[usize]) -> Vec<u32> {
+    fn distances(&self, pixels: &[Texel], nnf: &[u32]) -> Vec<u32> {
         let mut distance = vec![0u32; self.width * self.height];
         distance.par_chunks_mut(self.width).enumerate().for_each(|(y, row)| {
             for (x, value) in row.iter_mut().enumerate() {
                 let index = y * self.width + x;
                 if self.target[index] {
                     *value = self
-                        .patch_distance(pixels, index, nnf[index], u32::MAX)
+                        .patch_distance(pixels, index, nnf[index] as usize, u32::MAX)
                         .unwrap_or(u32::MAX);
                 }
             }
@@ -572,12 +583,12 @@ impl SearchSpace {
     /// strip the scan is sequential, so good matches travel along it as in the serial
     /// algorithm. Across strip borders a strip reads its neighbour's row as it was before
     /// the sweep, so the result is identical however rayon schedules the strips.
-    fn improve(&self, pixels: &[Texel], nnf: &mut [usize], distance: &mut [u32], key: [u64; 4], reverse: bool) {
+    fn improve(&self, pixels: &[Texel], nnf: &mut [u32], distance: &mut [u32], key: [u64; 4], reverse: bool) {
         let width = self.width;
         let strip_len = STRIP_ROWS * width;
         let strip_count = self.height.div_ceil(STRIP_ROWS);
         // The row each strip propagates from across its border, frozen before the sweep.
-        let borders: Vec<Option<Vec<usize>>> = (0..strip_count)
+        let borders: Vec<Option<Vec<u32>>> = (0..strip_count)
             .map(|strip| {
                 let row = if reverse {
                     Some((strip + 1) * STRIP_ROWS).filter(|&row| row < self.height)
@@ -602,14 +613,14 @@ impl SearchSpace {
                         continue;
                     }
                     let (x, y) = (local % width, local / width);
-                    let mut best = (strip_nnf[local], strip_distance[local]);
+                    let mut best = (strip_nnf[local] as usize, strip_distance[local]);
 
                     // Propagation: the neighbour's match shifted by one pixel, so coherent
                     // regions of the field grow along the scan.
                     let horizontal = if reverse {
-                        (x + 1 < width).then(|| strip_nnf[local + 1])
+                        (x + 1 < width).then(|| strip_nnf[local + 1] as usize)
                     } else {
-                        (x > 0).then(|| strip_nnf[local - 1])
+                        (x > 0).then(|| strip_nnf[local - 1] as usize)
                     };
                     if let Some(neighbour) = horizontal {
                         let (nx, ny) = (neighbour % width, neighbour / width);
@@ -620,14 +631,14 @@ impl SearchSpace {
                     }
                     let vertical = if reverse {
                         if y + 1 < rows {
-                            Some(strip_nnf[local + width])
+                            Some(strip_nnf[local + width] as usize)
                         } else {
-                            border.map(|row| row[x])
+                            border.map(|row| row[x] as usize)
                         }
                     } else if y > 0 {
-                        Some(strip_nnf[local - width])
+                        Some(strip_nnf[local - width] as usize)
                     } else {
-                        border.map(|row| row[x])
+                        border.map(|row| row[x] as usize)
                     };
                     if let Some(neighbour) = vertical {
                         let (nx, ny) = (neighbour % width, neighbour / width);
@@ -654,7 +665,7 @@ impl SearchSpace {
                         window /= 2;
                     }
 
-                    (strip_nnf[local], strip_distance[local]) = best;
+                    (strip_nnf[local], strip_distance[local]) = (best.0 as u32, best.1);
                 }
             });
     }
@@ -670,55 +681,51 @@ impl SearchSpace {
         }
     }
 
-    /// Re-estimates every hole pixel from the matched patches covering it and returns
-    /// the new level image. Known pixels are copied unchanged.
-    fn vote(&self, pixels: &[Texel], nnf: &[usize], distance: Option<&[u32]>, mode: Vote) -> Vec<Texel> {
-        let width = self.width;
-        // Per-pixel distances, so patches clipped by the border compare fairly.
-        let normalised: Vec<u32> = (0..width * self.height)
-            .into_par_iter()
-            .map(|index| match distance {
-                Some(distance) if self.target[index] => distance[index] / self.patch_area(index),
-                _ => 0,
-            })
-            .collect();
-        let weights: Vec<f32> = match mode {
-            Vote::Weighted => {
-                // Wexler's weights use a scale from the distance distribution; the 75th
-                // percentile is robust against the few very bad matches. See VOTE_SCALE
-                // for why only a small fraction of it is used.
-                let mut sample: Vec<u32> = normalised
-                    .iter()
-                    .zip(&self.target)
-                    .filter_map(|(&d, &target)| target.then_some(d))
-                    .collect();
-                let rank = sample.len() * 3 / 4;
-                let percentile = if rank < sample.len() {
-                    let (_, value, _) = sample.select_nth_unstable(rank);
-                    (*value).max(1) as f32
-                } else {
-                    1.0
-                };
-                let scale = VOTE_SCALE * percentile;
-                normalised
-                    .par_iter()
-                    .map(|&d| decay(d as f32 / (2.0 * scale)))
-                    .collect()
-            }
-            Vote::Uniform => vec![1.0; width * self.height],
+    /// Re-estimates every hole pixel from the matched patches covering it, in place; known
+    /// pixels are unchanged. The estimates are made from the old values into a buffer of the
+    /// hole's size and then written back, so the level is never copied whole.
+    fn vote(&self, pixels: &mut [Texel], nnf: &[u32], mode: Vote<'_>) {
+        let weights = match mode {
+            Vote::Weighted(distance) => Some(self.vote_weights(distance)),
+            Vote::Uniform => None,
         };
+        let holes: Vec<usize> = (0..self.hole.len()).filter(|&index| self.hole[index]).collect();
+        let estimates: Vec<Texel> = holes
+            .par_iter()
+            .map(|&q| self.weighted_vote(pixels, nnf, weights.as_deref(), q % self.width, q / self.width))
+            .collect();
+        for (&q, estimate) in holes.iter().zip(estimates) {
+            pixels[q] = estimate;
+        }
+    }
 
-        let mut output = pixels.to_vec();
-        output.par_chunks_mut(width).enumerate().for_each(|(y, row)| {
-            for (x, out) in row.iter_mut().enumerate() {
-                let q = y * width + x;
-                if !self.hole[q] {
-                    continue;
-                }
-                *out = self.weighted_vote(pixels, nnf, &weights, x, y);
-            }
-        });
-        output
+    /// Wexler's weight of every patch: exp(-d / 2s) of its per-pixel distance (patches
+    /// clipped by the border compare fairly), 1 for the patches that need no match.
+    fn vote_weights(&self, distance: &[u32]) -> Vec<f32> {
+        let normalised = |index: usize| distance[index] / self.patch_area(index);
+        // The scale comes from the distance distribution; the 75th percentile is robust
+        // against the few very bad matches. See VOTE_SCALE for why only a small fraction of
+        // it is used.
+        let mut sample: Vec<u32> = (0..self.target.len())
+            .filter(|&index| self.target[index])
+            .map(normalised)
+            .collect();
+        let rank = sample.len() * 3 / 4;
+        let percentile = if rank < sample.len() {
+            let (_, value, _) = sample.select_nth_unstable(rank);
+            (*value).max(1) as f32
+        } else {
+            1.0
+        };
+        drop(sample);
+        let scale = VOTE_SCALE * percentile;
+        (0..self.target.len())
+            .into_par_iter()
+            .map(|index| {
+                let d = if self.target[index] { normalised(index) } else { 0 };
+                decay(d as f32 / (2.0 * scale))
+            })
+            .collect()
     }
 
     /// The positions p of the patches covering hole pixel (x, y), each with the offset
@@ -740,12 +747,12 @@ impl SearchSpace {
         sy * self.width + sx
     }
 
-    fn weighted_vote(&self, pixels: &[Texel], nnf: &[usize], weights: &[f32], x: usize, y: usize) -> Texel {
+    fn weighted_vote(&self, pixels: &[Texel], nnf: &[u32], weights: Option<&[f32]>, x: usize, y: usize) -> Texel {
         let mut sum = [0.0f32; CHANNELS];
         let mut weight_sum = 0.0f32;
         for (p, shifted_x, shifted_y) in self.covering(x, y) {
-            let value = pixels[self.sample(nnf[p], shifted_x, shifted_y)];
-            let weight = weights[p];
+            let value = pixels[self.sample(nnf[p] as usize, shifted_x, shifted_y)];
+            let weight = weights.map_or(1.0, |weights| weights[p]);
             for (total, &channel) in sum.iter_mut().zip(&value) {
                 *total += weight * f32::from(channel);
             }
@@ -758,45 +765,40 @@ impl SearchSpace {
         }
     }
 
-    /// The last pass at full resolution: copies every hole pixel from its best source
-    /// (see [`Self::best_sources`]) and removes the seams at the hole's edge (see
-    /// [`Self::copy_with_seam_correction`]).
-    fn copy_from_best_sources(&self, pixels: &[Texel], nnf: &[usize], distance: &[u32]) -> Vec<Texel> {
-        // Only the hole pixels get per-pixel state, which at 2048² with a 15% hole is a
-        // sixth of what full-image buffers would take.
-        let holes: Vec<usize> = (0..self.hole.len()).filter(|&index| self.hole[index]).collect();
-        let sources = self.best_sources(&holes, nnf, distance);
-        self.copy_with_seam_correction(pixels, &holes, &sources)
-    }
-
-    /// For each pixel of `holes`, the position of the source pixel it should copy: the
-    /// value proposed by whichever covering patch matches best per pixel of its area.
+    /// The last pass at full resolution copies every hole pixel from its best source and
+    /// then removes the seams at the hole's edge (see [`Self::copy_with_seam_correction`]).
+    /// This returns the hole pixels and, for each, the position of the source pixel it
+    /// should copy: the value proposed by whichever covering patch matches best per pixel
+    /// of its area. Only the hole pixels get per-pixel state, which at 2048² with a 15% hole
+    /// is a sixth of what full-image buffers would take.
     ///
     /// A pixel's own patch is only one of the patches covering it. Near the hole's edge the
     /// best of them is usually one that overlaps the known pixels and so is anchored by
     /// real data, which continues structure entering the hole better than a mean would.
-    fn best_sources(&self, holes: &[usize], nnf: &[usize], distance: &[u32]) -> Vec<usize> {
-        holes
+    fn best_sources(&self, nnf: &[u32], distance: &[u32]) -> (Vec<usize>, Vec<usize>) {
+        let holes: Vec<usize> = (0..self.hole.len()).filter(|&index| self.hole[index]).collect();
+        let sources = holes
             .par_iter()
             .map(|&index| {
                 let (x, y) = (index % self.width, index / self.width);
                 // Every pixel covering a hole pixel is a target, the pixel itself among
                 // them. Ties go to the first patch in scan order, so the choice is
                 // deterministic.
-                let mut best = (u32::MAX, nnf[index]);
+                let mut best = (u32::MAX, nnf[index] as usize);
                 for (p, shifted_x, shifted_y) in self.covering(x, y) {
                     let per_pixel = distance[p] / self.patch_area(p);
                     if per_pixel < best.0 {
-                        best = (per_pixel, self.sample(nnf[p], shifted_x, shifted_y));
+                        best = (per_pixel, self.sample(nnf[p] as usize, shifted_x, shifted_y));
                     }
                 }
                 best.1
             })
-            .collect()
+            .collect();
+        (holes, sources)
     }
 
-    /// Copies every pixel of `holes` from its source and corrects the seams at the hole's
-    /// edge. Known pixels are copied unchanged.
+    /// The new value of every pixel of `holes`, in the same order: copied from its source,
+    /// with the seams at the hole's edge corrected.
     ///
     /// Each edge between a hole pixel and a known neighbour compares the neighbour with
     /// the value the copied texture would have there (the source's own neighbour). These
@@ -827,15 +829,17 @@ impl SearchSpace {
         }
         drop((links, next));
 
-        let mut output = pixels.to_vec();
-        for ((&index, &source), shift) in holes.iter().zip(sources).zip(&correction) {
-            let mut texel = pixels[source];
-            for (channel, &delta) in texel.iter_mut().zip(shift) {
-                *channel = to_byte(f32::from(*channel) + delta);
-            }
-            output[index] = texel;
-        }
-        output
+        sources
+            .iter()
+            .zip(&correction)
+            .map(|(&source, shift)| {
+                let mut texel = pixels[source];
+                for (channel, &delta) in texel.iter_mut().zip(shift) {
+                    *channel = to_byte(f32::from(*channel) + delta);
+                }
+                texel
+            })
+            .collect()
     }
 
     /// The fixed terms of the seam correction for each pixel of `holes` (see
@@ -1240,7 +1244,12 @@ mod tests {
         let space = SearchSpace::new(&level, 1);
         let holes: Vec<usize> = (0..width * height).filter(|&index| level.hole[index]).collect();
         let sources: Vec<usize> = holes.iter().map(|&index| index - 19 - 11 * width).collect();
-        let output = space.copy_with_seam_correction(&level.pixels, &holes, &sources);
+        let filled = space.copy_with_seam_correction(&level.pixels, &holes, &sources);
+        assert_eq!(filled.len(), holes.len());
+        let mut output = level.pixels.clone();
+        for (&index, texel) in holes.iter().zip(filled) {
+            output[index] = texel;
+        }
 
         let at = |x: usize, y: usize| i32::from(output[y * width + x][0]);
         for y in 13..21 {
@@ -1249,11 +1258,6 @@ mod tests {
         }
         let centre = at(25, 17);
         assert!((150..=160).contains(&centre), "the hole's centre moved to {centre}");
-        for (index, (before, after)) in level.pixels.iter().zip(&output).enumerate() {
-            if !level.hole[index] {
-                assert_eq!(before, after, "known pixel {index} changed");
-            }
-        }
     }
 
     #[test]

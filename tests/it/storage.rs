@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bullmq::Queue;
 use design_render::app::{self, Mode};
-use design_render::config::{CloudinaryConfig, Config, Secret, SignatureAlgorithm, StorageBackend};
+use design_render::config::{Config, StorageBackend};
 use design_render::pipeline::{Disposition, RenderError, Silent};
 use design_render::storage::StorageError;
 use design_render::store::DesignStatus;

@@ -84,11 +84,6 @@ impl CloudinaryMock {
         self.lock().clock_skew = 7200;
     }
 
-    /// The bytes of the image held under `public_id`.
-    pub fn asset(&self, public_id: &str) -> Option<Vec<u8>> {
-        self.held("image", public_id)
-    }
-
     /// The bytes of the asset of `resource_type` (`image`, `raw`) held under `public_id`.
     pub fn held(&self, resource_type: &str, public_id: &str) -> Option<Vec<u8>> {
         let id = format!("{resource_type}/{public_id}");

@@ -220,7 +220,7 @@ pub fn is_opaque(image: &RgbaImage) -> bool {
 
 /// The PNG of `samples` (`source_channels` bytes per pixel, of which `layout` keeps the
 /// first): the header from the `png` crate, the image data from the banded parallel encoder
-/// of [`super::png_bands`] in one IDAT chunk.
+/// of [`super::png_bands`].
 fn encode_rows(
     samples: &[u8],
     width: u32,
@@ -250,7 +250,11 @@ fn encode_rows(
     encoder.set_color(layout.color());
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header()?;
-    writer.write_chunk(png::chunk::IDAT, &data)?;
+    // IDAT chunks of at most 1 MiB: any decoder joins them, and no chunk nears the format's
+    // 2^31 - 1 byte limit, whatever the image's size.
+    for chunk in data.chunks(1 << 20) {
+        writer.write_chunk(png::chunk::IDAT, chunk)?;
+    }
     writer.finish()?;
     Ok(out)
 }
@@ -295,6 +299,37 @@ mod tests {
             }
         }
         !crc
+    }
+
+    /// A noisy image big enough for many bands and several IDAT chunks decodes back to the
+    /// same pixels, with and without its alpha channel.
+    #[test]
+    fn large_outputs_decode_to_the_pixels_encoded() {
+        let mut state = 0x9e37_79b9u32;
+        let mut noise = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        };
+        let opaque = RgbaImage::from_fn(1200, 1000, |_, _| image::Rgba([noise(), noise(), noise(), 255]));
+        let mut translucent = opaque.clone();
+        translucent.put_pixel(3, 4, image::Rgba([1, 2, 3, 4]));
+        for (name, image, color) in [
+            ("opaque", &opaque, image::ColorType::Rgb8),
+            ("translucent", &translucent, image::ColorType::Rgba8),
+        ] {
+            let png = encode_rgba_png(image).unwrap();
+            let idat_chunks = png.windows(4).filter(|window| window == b"IDAT").count();
+            assert!(
+                idat_chunks >= 3,
+                "{name}: {idat_chunks} IDAT chunks in {} bytes",
+                png.len()
+            );
+            let decoded = image::load_from_memory(&png).unwrap();
+            assert_eq!(decoded.color(), color, "{name}");
+            assert_eq!(&decoded.to_rgba8(), image, "{name}");
+        }
     }
 
     #[test]

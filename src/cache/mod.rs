@@ -301,9 +301,9 @@ impl ResultCache {
                 return Ok(None);
             }
         };
-        let Some(manifest) = std::str::from_utf8(&bytes)
+        let Some((text, manifest)) = String::from_utf8(bytes)
             .ok()
-            .and_then(|text| self.accept(key, tenant, text))
+            .and_then(|text| self.accept(key, tenant, &text).map(|manifest| (text, manifest)))
         else {
             return Ok(None);
         };
@@ -316,9 +316,7 @@ impl ResultCache {
         else {
             return Ok(None);
         };
-        if let Ok(text) = std::str::from_utf8(&bytes) {
-            self.index.write(key, text, remaining).await?;
-        }
+        self.index.write(key, &text, remaining).await?;
         Ok(Some(manifest))
     }
 
@@ -342,14 +340,19 @@ impl ResultCache {
                 return;
             }
         };
-        if let Some(stored) = key.manifest_key(tenant).filter(|_| self.blobs.reads_by_key()) {
-            let bytes = bytes::Bytes::from(text.clone().into_bytes());
-            if let Err(error) = self.blobs.put(&stored, bytes, "application/json").await {
-                tracing::warn!("writing the durable result cache manifest {stored}: {error}");
-            }
-        }
+        // The index first: the workers waiting for this key poll it.
         if let Err(error) = self.index.write(&key, &text, self.ttl).await {
             tracing::warn!("{error}; the render of {key} is not cached");
+        }
+        if let Some(stored) = key.manifest_key(tenant).filter(|_| self.blobs.reads_by_key()) {
+            // The buffer moves into the put: no copy of the manifest.
+            if let Err(error) = self
+                .blobs
+                .put(&stored, text.into_bytes().into(), "application/json")
+                .await
+            {
+                tracing::warn!("writing the durable result cache manifest {stored}: {error}");
+            }
         }
         drop(claim);
     }

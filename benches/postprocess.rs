@@ -27,7 +27,7 @@ fn steps(c: &mut Criterion) {
     };
     group.bench_function("normal_and_roughness_maps", |b| b.iter(|| maps::derive(&blended, both)));
     group.bench_function("encode_composite_png", |b| b.iter(|| codec::encode_rgba_png(&blended)));
-    group.bench_function("all_steps", |b| b.iter(|| inputs.postprocess()));
+    group.bench_function("all_steps", |b| b.iter(|| inputs.postprocess(&SPEC)));
     group.finish();
 }
 

@@ -15,23 +15,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use design_render::config::{S3Config, S3Credentials, Secret};
+use design_render::imaging;
 use design_render::imaging::inpaint::textures::{TextureKind, texture};
-use design_render::imaging::{self, AssetSpec, Fit};
 use design_render::storage::local::LocalStore;
 use design_render::storage::s3::S3Store;
 use design_render::storage::{BlobStore, StorageKey, Transport};
 
 fn assets() -> Vec<(StorageKey, Bytes)> {
     let composite = texture(TextureKind::Brick, 2048, 2048, 7);
-    let spec = AssetSpec {
-        high_res: (2048, 2048),
-        preview: 512,
-        fit: Fit::Inside,
-        normal_map: true,
-        roughness_map: true,
-        normal_strength: 2.0,
-    };
-    let rendered = imaging::render_assets(&composite, &spec).expect("render");
+    // What the worker makes of a 2048² base with both maps, as in the post-processing bench.
+    let rendered = imaging::render_assets(&composite, &imaging::bench::SPEC).expect("render");
     let key = |kind: &str| StorageKey::parse(&format!("renders/bench/d-1/{kind}.png")).expect("key");
     vec![
         (key("composite"), rendered.composite.png),

@@ -33,8 +33,8 @@ use crate::providers::EditorIdentity;
 use crate::storage::{BlobStore, StorageKey};
 
 /// Changes whenever a change of the code makes the same inputs give other output bytes, so
-/// entries written before it are never reused.
-pub const PIPELINE_VERSION: u32 = 1;
+/// entries written before it are never reused. 2: the banded PNG encoder.
+pub const PIPELINE_VERSION: u32 = 2;
 
 /// How long a lock lives without renewal. The holder renews it every third of this while it
 /// renders, so a worker that dies frees the key this long after its last renewal.
@@ -219,6 +219,7 @@ impl ResultCache {
                 "previewSize": inputs.imaging.preview_size,
                 "normalStrength": inputs.imaging.normal_strength,
                 "featherRadius": inputs.imaging.feather_radius,
+                "pngLevel": inputs.imaging.png_level,
             },
             "provider": self.identity,
         });
@@ -555,6 +556,10 @@ mod tests {
             feather_radius: 5,
             ..ImagingConfig::default()
         };
+        let smaller_files = ImagingConfig {
+            png_level: 6,
+            ..ImagingConfig::default()
+        };
         let variants = [
             KeyInputs {
                 tenant: &other_tenant,
@@ -580,6 +585,10 @@ mod tests {
             },
             KeyInputs {
                 imaging: &wider_feather,
+                ..inputs
+            },
+            KeyInputs {
+                imaging: &smaller_files,
                 ..inputs
             },
         ];

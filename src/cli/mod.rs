@@ -217,13 +217,18 @@ pub async fn run(cli: Cli, config: Config) -> Outcome {
         #[cfg(feature = "eval")]
         Command::EvalFill(args) => eval_fill(&args),
         #[cfg(feature = "eval")]
-        Command::BenchPostprocess(args) => bench_postprocess(&args),
+        Command::BenchPostprocess(args) => bench_postprocess(&args, &config),
     }
 }
 
 #[cfg(feature = "eval")]
-fn bench_postprocess(args: &BenchPostprocessArgs) -> Outcome {
-    use crate::imaging::bench::Inputs;
+fn bench_postprocess(args: &BenchPostprocessArgs, config: &Config) -> Outcome {
+    use crate::imaging::bench::{Inputs, SPEC};
+    // `PNG_COMPRESSION_LEVEL` applies, as in the worker.
+    let spec = crate::imaging::AssetSpec {
+        png_level: config.imaging.png_level,
+        ..SPEC
+    };
     let inputs = Inputs::generate();
     // The libvips side (`benches/sharp/bench.js`) and `render` read the same files.
     let saved = std::fs::create_dir_all(&args.dir)
@@ -241,7 +246,7 @@ fn bench_postprocess(args: &BenchPostprocessArgs) -> Outcome {
     let mut last = None;
     for iteration in 0..=args.iterations {
         let started = std::time::Instant::now();
-        match inputs.postprocess() {
+        match inputs.postprocess(&spec) {
             Ok(assets) => last = Some(assets),
             Err(error) => return fail(&error.to_string(), Outcome::Failed),
         }
@@ -272,6 +277,7 @@ fn bench_postprocess(args: &BenchPostprocessArgs) -> Outcome {
         "ms": milliseconds,
         "bytes": bytes,
         "stages": assets.timings,
+        "pngLevel": spec.png_level,
     });
     match writeln!(std::io::stdout().lock(), "{line}") {
         Ok(()) => Outcome::Success,

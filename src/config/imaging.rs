@@ -13,6 +13,9 @@ pub struct ImagingConfig {
     pub normal_strength: f32,
     /// Feather radius of the composite seam in pixels of the base (`FEATHER_RADIUS`, default 4).
     pub feather_radius: u32,
+    /// zlib level of the output PNGs (`PNG_COMPRESSION_LEVEL`, 1..=9, default 3): lower spends
+    /// CDN bytes to save CPU, higher the reverse. Pixels are the same at every level.
+    pub png_level: u32,
 }
 
 impl Default for ImagingConfig {
@@ -21,6 +24,7 @@ impl Default for ImagingConfig {
             preview_size: 512,
             normal_strength: 2.0,
             feather_radius: 4,
+            png_level: crate::imaging::codec::DEFAULT_PNG_LEVEL,
         }
     }
 }
@@ -34,6 +38,22 @@ impl ImagingConfig {
                 v.is_finite() && *v > 0.0 && *v <= 100.0
             })?,
             feather_radius: vars.parse_or("FEATHER_RADIUS", defaults.feather_radius, |v| *v <= 256)?,
+            png_level: vars.parse_or("PNG_COMPRESSION_LEVEL", defaults.png_level, |v| (1..=9).contains(v))?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::config;
+
+    #[test]
+    fn the_png_level_defaults_to_3_and_must_be_a_zlib_level() {
+        assert_eq!(config(&[]).unwrap().imaging.png_level, 3);
+        assert_eq!(config(&[("PNG_COMPRESSION_LEVEL", "1")]).unwrap().imaging.png_level, 1);
+        for bad in ["0", "10", "fast"] {
+            let error = config(&[("PNG_COMPRESSION_LEVEL", bad)]).unwrap_err();
+            assert_eq!(error.var, "PNG_COMPRESSION_LEVEL", "{bad}");
+        }
     }
 }

@@ -20,6 +20,7 @@ pub const SPEC: AssetSpec = AssetSpec {
     normal_map: true,
     roughness_map: true,
     normal_strength: 2.0,
+    png_level: super::codec::DEFAULT_PNG_LEVEL,
 };
 
 /// The worker's default feather radius.
@@ -43,9 +44,9 @@ impl Inputs {
     }
 
     /// Every post-processing step of one render, as the pipeline runs them: upscale, feather,
-    /// blend, then [`super::render_assets`].
-    pub fn postprocess(&self) -> Result<RenderedAssets, EncodeError> {
+    /// blend, then [`super::render_assets`] with `spec` (normally [`SPEC`]).
+    pub fn postprocess(&self, spec: &AssetSpec) -> Result<RenderedAssets, EncodeError> {
         let composite = super::composite::compose(&self.base, self.generated.clone(), Some(&self.hole), FEATHER_RADIUS);
-        super::render_assets(&composite, &SPEC)
+        super::render_assets(&composite, spec)
     }
 }

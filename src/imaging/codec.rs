@@ -197,20 +197,37 @@ impl PngLayout {
     }
 }
 
-/// Encodes raw 8-bit samples laid out as `layout` as PNG.
-pub fn encode_png(samples: &[u8], width: u32, height: u32, layout: PngLayout) -> Result<Vec<u8>, png::EncodingError> {
-    encode_rows(samples, width, height, layout.channels(), layout)
+/// zlib level of PNGs unless `PNG_COMPRESSION_LEVEL` says otherwise. With per-row filters,
+/// level 3 of zlib-rs writes texture PNGs a fifth smaller than libvips' default (level 6, no
+/// filter) in a fraction of its time; levels 4 to 6 save another 1-4% for 20-150% more time,
+/// level 1 is cheaper but larger than libvips'. See BENCHMARKS.md.
+pub const DEFAULT_PNG_LEVEL: u32 = 3;
+
+/// Encodes raw 8-bit samples laid out as `layout` as PNG at zlib `level` (1..=9).
+pub fn encode_png(
+    samples: &[u8],
+    width: u32,
+    height: u32,
+    layout: PngLayout,
+    level: u32,
+) -> Result<Vec<u8>, png::EncodingError> {
+    encode_rows(samples, (width, height), layout.channels(), layout, level)
 }
 
-/// Encodes an RGBA image, dropping the alpha channel (while filtering, without a copy) when it
-/// carries no information: RGB output is a quarter smaller.
+/// Encodes an RGBA image at the default level; see [`encode_rgba_png_at`].
 pub fn encode_rgba_png(image: &RgbaImage) -> Result<Vec<u8>, png::EncodingError> {
+    encode_rgba_png_at(image, DEFAULT_PNG_LEVEL)
+}
+
+/// Encodes an RGBA image at zlib `level`, dropping the alpha channel (while filtering, without
+/// a copy) when it carries no information: RGB output is a quarter smaller.
+pub fn encode_rgba_png_at(image: &RgbaImage, level: u32) -> Result<Vec<u8>, png::EncodingError> {
     let layout = if is_opaque(image) {
         PngLayout::Rgb
     } else {
         PngLayout::Rgba
     };
-    encode_rows(image.as_raw(), image.width(), image.height(), 4, layout)
+    encode_rows(image.as_raw(), image.dimensions(), 4, layout, level)
 }
 
 /// Whether every alpha sample is 255.
@@ -223,10 +240,10 @@ pub fn is_opaque(image: &RgbaImage) -> bool {
 /// of [`super::png_bands`].
 fn encode_rows(
     samples: &[u8],
-    width: u32,
-    height: u32,
+    (width, height): (u32, u32),
     source_channels: usize,
     layout: PngLayout,
+    level: u32,
 ) -> Result<Vec<u8>, png::EncodingError> {
     let rows = super::png_bands::Rows {
         samples,
@@ -244,7 +261,7 @@ fn encode_rows(
             ),
         )));
     }
-    let data = super::png_bands::zlib_stream(rows)?;
+    let data = super::png_bands::zlib_stream(rows, level)?;
     let mut out = Vec::with_capacity(data.len() + 128);
     let mut encoder = png::Encoder::new(&mut out, width, height);
     encoder.set_color(layout.color());

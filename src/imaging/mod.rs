@@ -115,6 +115,8 @@ pub struct AssetSpec {
     pub normal_map: bool,
     pub roughness_map: bool,
     pub normal_strength: f32,
+    /// zlib level of every PNG (1..=9).
+    pub png_level: u32,
 }
 
 /// Encoded outputs of one render.
@@ -196,7 +198,7 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
     let encode = |asset: &'static str, image: &RgbaImage| -> Result<EncodedImage, EncodeError> {
         let span = output(asset, image.width(), image.height());
         let _entered = span.enter();
-        let png: bytes::Bytes = codec::encode_rgba_png(image)
+        let png: bytes::Bytes = codec::encode_rgba_png_at(image, spec.png_level)
             .map_err(|source| EncodeError { asset, source })?
             .into();
         span.record("bytes", png.len());
@@ -212,7 +214,7 @@ pub fn render_assets(composite: &RgbaImage, spec: &AssetSpec) -> Result<Rendered
                 .map(|samples| {
                     let span = output(asset, width, height);
                     let _entered = span.enter();
-                    let png: bytes::Bytes = codec::encode_png(&samples, width, height, layout)
+                    let png: bytes::Bytes = codec::encode_png(&samples, width, height, layout, spec.png_level)
                         .map_err(|source| EncodeError { asset, source })?
                         .into();
                     span.record("bytes", png.len());
@@ -307,6 +309,7 @@ mod tests {
             normal_map: true,
             roughness_map: false,
             normal_strength: 2.0,
+            png_level: codec::DEFAULT_PNG_LEVEL,
         };
         let size = |png: &[u8]| {
             let limits = codec::DecodeLimits {
@@ -361,6 +364,7 @@ mod tests {
             normal_map: false,
             roughness_map: false,
             normal_strength: 2.0,
+            png_level: codec::DEFAULT_PNG_LEVEL,
         };
         let assets = render_assets(&composite, &spec).unwrap();
         assert_eq!(assets.high_res.png, assets.composite.png);

@@ -19,11 +19,6 @@ use rayon::prelude::*;
 /// enough that a 2048² image gives both cores a dozen bands each.
 const BAND_BYTES: usize = 512 * 1024;
 
-/// zlib level of every band. With per-row filters, level 3 of zlib-rs writes files a fifth
-/// smaller than libvips' default (level 6, no filter) on textures, in a fraction of its time;
-/// levels 4 to 6 save another 1-4% for 20-150% more time. See BENCHMARKS.md.
-const LEVEL: u32 = 3;
-
 /// The samples to encode: `source_channels` bytes per pixel in the buffer, of which the first
 /// `channels` are written (4 → 3 drops alpha).
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +53,7 @@ impl Rows<'_> {
 }
 
 /// The zlib stream of the PNG's image data (the content of its IDAT chunks).
-pub fn zlib_stream(rows: Rows<'_>) -> std::io::Result<Vec<u8>> {
+pub fn zlib_stream(rows: Rows<'_>, level: u32) -> std::io::Result<Vec<u8>> {
     let row_bytes = rows.row_bytes();
     let rows_per_band = (BAND_BYTES / (row_bytes + 1)).clamp(1, rows.height.max(1));
     let bands: Vec<(usize, usize)> = (0..rows.height)
@@ -72,7 +67,7 @@ pub fn zlib_stream(rows: Rows<'_>) -> std::io::Result<Vec<u8>> {
         .map(|(index, &(start, end))| {
             let filtered = filter_band(rows, start, end);
             let adler = simd_adler32::adler32(&filtered.as_slice());
-            let deflated = deflate(&filtered, index == last)?;
+            let deflated = deflate(&filtered, level, index == last)?;
             Ok((deflated, adler, filtered.len()))
         })
         .collect::<std::io::Result<_>>()?;
@@ -89,7 +84,7 @@ pub fn zlib_stream(rows: Rows<'_>) -> std::io::Result<Vec<u8>> {
     }
     if pieces.is_empty() {
         // No rows: still a valid (empty) stream.
-        stream.extend_from_slice(&deflate(&[], true)?);
+        stream.extend_from_slice(&deflate(&[], level, true)?);
     }
     stream.extend_from_slice(&adler.to_be_bytes());
     Ok(stream)
@@ -182,8 +177,8 @@ fn paeth_predictor(left: u8, above: u8, upper_left: u8) -> u8 {
 
 /// Raw deflate of one band: a finished stream for the last band, else ending on a byte
 /// boundary after a sync flush so the next band's blocks can follow.
-fn deflate(data: &[u8], last: bool) -> std::io::Result<Vec<u8>> {
-    let mut compress = Compress::new(Compression::new(LEVEL), false);
+fn deflate(data: &[u8], level: u32, last: bool) -> std::io::Result<Vec<u8>> {
+    let mut compress = Compress::new(Compression::new(level), false);
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
     let flush = if last {
         FlushCompress::Finish
@@ -298,7 +293,7 @@ mod tests {
             source_channels: 4,
             channels: 3,
         };
-        let stream = zlib_stream(rows).unwrap();
+        let stream = zlib_stream(rows, 3).unwrap();
         let mut inflated = Vec::new();
         flate2::read::ZlibDecoder::new(stream.as_slice())
             .read_to_end(&mut inflated)

@@ -290,6 +290,7 @@ impl Pipeline {
             normal_map: request.options.normal_map,
             roughness_map: request.options.roughness_map,
             normal_strength: self.settings.imaging.normal_strength,
+            png_level: self.settings.imaging.png_level,
         };
         let feather_radius = self.settings.imaging.feather_radius;
         let base_size = base.dimensions();

@@ -170,19 +170,14 @@ pub trait BlobStore: Send + Sync {
     async fn get(&self, key: &StorageKey, url: &url::Url) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Whether [`BlobStore::get_by_key`] can find objects: true for backends that address
-    /// objects by key or can derive the URL of one (every backend here), false for those that
-    /// only know the URL a put answered.
-    fn reads_by_key(&self) -> bool {
-        false
-    }
+    /// objects by key or can derive the URL of one (every backend here), false for one that
+    /// only knows the URL a put answered. Each adapter says which it is.
+    fn reads_by_key(&self) -> bool;
 
     /// Reads the object of `key` without the URL its put answered; `None` when it is not there
     /// or when the backend cannot read by key (see [`BlobStore::reads_by_key`]). The result
     /// cache keeps a durable copy of its index this way.
-    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError> {
-        let _ = key;
-        Ok(None)
-    }
+    async fn get_by_key(&self, key: &StorageKey) -> Result<Option<Vec<u8>>, StorageError>;
 
     /// Deletes the object of `key`; deleting what is not there succeeds.
     async fn delete(&self, key: &StorageKey) -> Result<(), StorageError>;
